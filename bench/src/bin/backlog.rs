@@ -1,0 +1,1125 @@
+//! The backlog benchmark: publish N messages into one topic with one
+//! channel and no consumer, watch the server's memory, restart it on the
+//! same data directory, time how soon it accepts connections, then drain
+//! the backlog and check that every message came back.
+//!
+//! Prints progress every second and a summary at the end, and writes the
+//! figures to `bench/results/backlog-<date>-<host>.{json,md}`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::Parser;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use ledgerq_bench::nsq::{self, Connection, Disposition, Identify, Publisher};
+use ledgerq_bench::server::{self, Accepting, Memory, ServerCommand, ServerProcess, Stop};
+use ledgerq_bench::util::{self, mib, thousands, UtcTime};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "backlog",
+    about = "Backlog benchmark: server RSS with N messages queued, restart time, drain rate",
+    args_override_self = true
+)]
+struct Args {
+    /// The ledgerq binary [default: $CARGO_TARGET_DIR/release/ledgerq].
+    #[arg(long)]
+    ledgerq: Option<PathBuf>,
+
+    /// Messages to publish.
+    #[arg(long, default_value_t = 5_000_000)]
+    messages: u64,
+
+    /// Size of each message body in bytes (at least 8: the first 8 bytes
+    /// carry the message's sequence number).
+    #[arg(long, default_value_t = 200)]
+    size: usize,
+
+    /// Messages per MPUB.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+
+    /// Publishing connections.
+    #[arg(long, default_value_t = 4)]
+    publishers: usize,
+
+    /// MPUBs each publishing connection keeps awaiting their OK.
+    #[arg(long, default_value_t = 4)]
+    window: u32,
+
+    /// Consuming connections for the drain.
+    #[arg(long, default_value_t = 4)]
+    consumers: usize,
+
+    /// RDY count of each consuming connection.
+    #[arg(long, default_value_t = 200)]
+    rdy: u64,
+
+    /// How to stop the server before the restart.
+    #[arg(long, value_enum, default_value_t = Stop::Term)]
+    stop: Stop,
+
+    #[arg(long, default_value = "backlog")]
+    topic: String,
+
+    #[arg(long, default_value = "backlog-drain")]
+    channel: String,
+
+    /// Seconds to watch memory with the backlog at rest before stopping.
+    #[arg(long, default_value_t = 5)]
+    settle_secs: u64,
+
+    /// Give up the drain after this many seconds without a new message.
+    #[arg(long, default_value_t = 30)]
+    drain_idle_timeout_secs: u64,
+
+    /// Work directory (data dir and server log); must not exist yet
+    /// [default: a new directory under $TMPDIR].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+
+    /// Keep the work directory afterwards (it is kept anyway on failure).
+    #[arg(long)]
+    keep_data: bool,
+
+    /// Where to write the JSON and markdown reports [default: bench/results].
+    #[arg(long)]
+    results_dir: Option<PathBuf>,
+
+    /// Do not write the reports.
+    #[arg(long)]
+    no_report: bool,
+
+    /// Heartbeat interval asked for in IDENTIFY, in ms [default: the
+    /// server's, 30 s]. Every connection answers heartbeats with NOP.
+    #[arg(long)]
+    heartbeat_interval_ms: Option<i64>,
+
+    /// Extra flag for `ledgerq serve`, repeatable
+    /// (e.g. `--server-arg=--unsafe-no-fsync`).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+
+    /// RSS target in MB of 10^6 bytes (reported as pass/fail against the
+    /// server's VmHWM).
+    #[arg(long, default_value_t = 300)]
+    rss_target_mb: u64,
+
+    /// Restart target in seconds: spawn until accepting connections.
+    #[arg(long, default_value_t = 2.0)]
+    restart_target_secs: f64,
+}
+
+// ---------------------------------------------------------------- memory
+
+/// Memory of the server during one phase of the run.
+#[derive(Debug, Clone, Serialize)]
+struct PhaseMemory {
+    phase: &'static str,
+    samples: u64,
+    /// Largest VmRSS sampled during the phase (every 100 ms).
+    max_rss_mib: f64,
+    /// VmRSS at the phase's last sample.
+    last_rss_mib: f64,
+    /// VmHWM at the phase's last sample: the peak since the process started,
+    /// so it also covers spikes between samples.
+    hwm_mib: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct TimelinePoint {
+    secs: f64,
+    phase: &'static str,
+    rss_mib: f64,
+}
+
+struct MonitorState {
+    pid: Option<u32>,
+    started: Instant,
+    phases: Vec<PhaseMemory>,
+    timeline: Vec<TimelinePoint>,
+    last: Memory,
+    last_timeline: Option<Instant>,
+}
+
+/// Samples the server's VmRSS/VmHWM every 100 ms, per phase.
+#[derive(Clone)]
+struct Monitor {
+    state: Arc<Mutex<MonitorState>>,
+}
+
+impl Monitor {
+    fn start() -> Monitor {
+        let monitor = Monitor {
+            state: Arc::new(Mutex::new(MonitorState {
+                pid: None,
+                started: Instant::now(),
+                phases: Vec::new(),
+                timeline: Vec::new(),
+                last: Memory::default(),
+                last_timeline: None,
+            })),
+        };
+        let sampler = monitor.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                sampler.sample();
+            }
+        });
+        monitor
+    }
+
+    /// Follows `pid` (a new server process) from now on.
+    fn watch(&self, pid: Option<u32>) {
+        self.state.lock().unwrap().pid = pid;
+    }
+
+    /// Starts a new phase (and takes a first sample of it).
+    fn phase(&self, phase: &'static str) {
+        self.state.lock().unwrap().phases.push(PhaseMemory {
+            phase,
+            samples: 0,
+            max_rss_mib: 0.0,
+            last_rss_mib: 0.0,
+            hwm_mib: 0.0,
+        });
+        self.sample();
+    }
+
+    fn sample(&self) {
+        let mut state = self.state.lock().unwrap();
+        let Some(pid) = state.pid else { return };
+        let Ok(memory) = Memory::of(pid) else { return };
+        state.last = memory;
+        let now = Instant::now();
+        let secs = now.duration_since(state.started).as_secs_f64();
+        let Some(phase) = state.phases.last_mut() else {
+            return;
+        };
+        phase.samples += 1;
+        phase.max_rss_mib = phase.max_rss_mib.max(memory.rss_mib());
+        phase.last_rss_mib = memory.rss_mib();
+        phase.hwm_mib = memory.hwm_mib();
+        let name = phase.phase;
+        let due = state
+            .last_timeline
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+        if due {
+            state.last_timeline = Some(now);
+            state.timeline.push(TimelinePoint {
+                secs: (secs * 10.0).round() / 10.0,
+                phase: name,
+                rss_mib: round1(memory.rss_mib()),
+            });
+        }
+    }
+
+    fn last(&self) -> Memory {
+        self.state.lock().unwrap().last
+    }
+
+    fn current(&self, phase: &'static str) -> Option<PhaseMemory> {
+        self.state
+            .lock()
+            .unwrap()
+            .phases
+            .iter()
+            .rev()
+            .find(|p| p.phase == phase)
+            .cloned()
+    }
+
+    fn phases(&self) -> Vec<PhaseMemory> {
+        self.state.lock().unwrap().phases.clone()
+    }
+
+    fn timeline(&self) -> Vec<TimelinePoint> {
+        self.state.lock().unwrap().timeline.clone()
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+// ---------------------------------------------------------------- payload
+
+/// Fills `body` with message `seq`: the sequence number (big-endian), then
+/// pseudo-random bytes derived from it (incompressible, checkable).
+fn fill_body(seq: u64, body: &mut [u8]) {
+    body[..8].copy_from_slice(&seq.to_be_bytes());
+    let mut state = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for chunk in body[8..].chunks_mut(8) {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let word = state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+        chunk.copy_from_slice(&word[..chunk.len()]);
+    }
+}
+
+/// The sequence number of a delivered body, if it is one of ours intact.
+fn check_body(body: &[u8], size: usize, scratch: &mut [u8]) -> Option<u64> {
+    if body.len() != size {
+        return None;
+    }
+    let seq = u64::from_be_bytes(body[..8].try_into().ok()?);
+    fill_body(seq, scratch);
+    (scratch == body).then_some(seq)
+}
+
+/// One bit per message: which sequence numbers were delivered.
+struct Seen {
+    words: Vec<AtomicU64>,
+}
+
+impl Seen {
+    fn new(n: u64) -> Seen {
+        Seen {
+            words: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Marks `seq`; true if it was not marked before.
+    fn mark(&self, seq: u64) -> bool {
+        let bit = 1u64 << (seq % 64);
+        self.words[(seq / 64) as usize].fetch_or(bit, Ordering::Relaxed) & bit == 0
+    }
+}
+
+// ---------------------------------------------------------------- report
+
+#[derive(Debug, Serialize)]
+struct Environment {
+    host: String,
+    cpu_model: String,
+    cpus: usize,
+    memory_total_mib: Option<u64>,
+    kernel: String,
+    work_dir: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Settings {
+    messages: u64,
+    size: usize,
+    batch: usize,
+    publishers: usize,
+    window: u32,
+    consumers: usize,
+    rdy: u64,
+    stop: Stop,
+    topic: String,
+    channel: String,
+    heartbeat_interval_ms: Option<i64>,
+    server_command: String,
+}
+
+#[derive(Debug, Serialize)]
+struct PublishFigures {
+    secs: f64,
+    msgs_per_sec: f64,
+    payload_mib: f64,
+    mpub_commands: u64,
+    mpub_ack_ms_p50: f64,
+    mpub_ack_ms_p99: f64,
+    mpub_ack_ms_max: f64,
+    /// VmRSS with the whole backlog queued, after `settle_secs`.
+    rss_at_rest_mib: f64,
+    data_dir_mib: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct StopFigures {
+    how: Stop,
+    exit: String,
+    secs: f64,
+    data_dir_mib: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct RestartFigures {
+    /// Spawn until a TCP connect succeeded.
+    connect_secs: f64,
+    /// Spawn until magic + NOP + IDENTIFY got its reply: accepting connections.
+    accepting_secs: f64,
+    /// Spawn until the `TCP: listening` log line was read.
+    listening_log_secs: f64,
+    rss_idle_mib: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct DrainFigures {
+    secs: f64,
+    msgs_per_sec: f64,
+    first_message_secs: Option<f64>,
+    received: u64,
+    distinct: u64,
+    duplicates: u64,
+    redelivered: u64,
+    missing: u64,
+    corrupt: u64,
+    complete: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Verdict {
+    rss_target_mb: u64,
+    rss_target_mib: f64,
+    max_rss_mib: f64,
+    max_hwm_mib: f64,
+    rss_ok: bool,
+    restart_target_secs: f64,
+    restart_ok: bool,
+    drain_ok: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    benchmark: &'static str,
+    started: String,
+    command: String,
+    environment: Environment,
+    settings: Settings,
+    cold_start: RestartFigures,
+    publish: PublishFigures,
+    stop: StopFigures,
+    restart: RestartFigures,
+    drain: DrainFigures,
+    final_stop: StopFigures,
+    memory: Vec<PhaseMemory>,
+    verdict: Verdict,
+    rss_timeline: Vec<TimelinePoint>,
+}
+
+// ---------------------------------------------------------------- phases
+
+fn identify(name: &str, args: &Args) -> Identify {
+    Identify {
+        client_id: name.to_string(),
+        heartbeat_interval: args.heartbeat_interval_ms,
+        ..Identify::default()
+    }
+}
+
+/// SUB then CLS, so that the channel exists before the first publish.
+async fn create_channel(address: std::net::SocketAddr, args: &Args) -> Result<()> {
+    let mut connection = Connection::connect_identified(address, &identify("create-channel", args))
+        .await
+        .context("connecting to create the channel")?;
+    connection.sub(&args.topic, &args.channel).await?;
+    nsq::command::cls(connection.writer.buf());
+    let reply = connection.request().await.context("CLS")?;
+    ensure!(
+        reply.as_ref() == nsq::CLOSE_WAIT,
+        "CLS answered {:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    connection.writer.shutdown().await?;
+    Ok(())
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    f64::from(sorted[rank.min(sorted.len() - 1)]) / 1000.0
+}
+
+struct Published {
+    secs: f64,
+    commands: u64,
+    latencies_us: Vec<u32>,
+}
+
+async fn publish(
+    address: std::net::SocketAddr,
+    args: &Args,
+    monitor: &Monitor,
+) -> Result<Published> {
+    let next = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..args.publishers {
+        let connection =
+            Connection::connect_identified(address, &identify(&format!("publisher-{i}"), args))
+                .await?;
+        let ack_count = acked.clone();
+        let ack_latencies = latencies.clone();
+        let mut publisher = Publisher::start(connection, args.window, move |ack| {
+            ack_count.fetch_add(u64::from(ack.messages), Ordering::Relaxed);
+            let us = ack.latency.as_micros().min(u128::from(u32::MAX)) as u32;
+            ack_latencies.lock().unwrap().push(us);
+        });
+        let next = next.clone();
+        let (n, size, batch, topic) = (
+            args.messages,
+            args.size,
+            args.batch as u64,
+            args.topic.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut scratch = vec![0u8; size * batch as usize];
+            loop {
+                let start = next.fetch_add(batch, Ordering::Relaxed);
+                if start >= n {
+                    break;
+                }
+                let end = (start + batch).min(n);
+                let used = &mut scratch[..(end - start) as usize * size];
+                for (seq, body) in (start..end).zip(used.chunks_mut(size)) {
+                    fill_body(seq, body);
+                }
+                publisher.mpub(&topic, used.chunks(size)).await?;
+            }
+            publisher.finish().await
+        }));
+    }
+
+    let mut all = futures_join(tasks);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut last = (Instant::now(), 0u64);
+    let totals = loop {
+        tokio::select! {
+            result = &mut all => break result?,
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let done = acked.load(Ordering::Relaxed);
+                let rate = (done - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+                last = (now, done);
+                let memory = monitor.last();
+                println!(
+                    "publish  {:>6.1}s  {:>11} / {} acked ({:>5.1}%)  {:>8.0} msg/s  server RSS {:>6.1} MiB (peak {:.1})",
+                    started.elapsed().as_secs_f64(),
+                    thousands(done),
+                    thousands(args.messages),
+                    100.0 * done as f64 / args.messages as f64,
+                    rate,
+                    memory.rss_mib(),
+                    memory.hwm_mib(),
+                );
+            }
+        }
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let messages: u64 = totals.iter().map(|t| t.messages).sum();
+    ensure!(
+        messages == args.messages,
+        "published {messages} messages, expected {}",
+        args.messages
+    );
+    let mut latencies_us = std::mem::take(&mut *latencies.lock().unwrap());
+    latencies_us.sort_unstable();
+    Ok(Published {
+        secs,
+        commands: totals.iter().map(|t| t.commands).sum(),
+        latencies_us,
+    })
+}
+
+/// Awaits every task; the first error wins.
+fn futures_join<T: Send + 'static>(
+    tasks: Vec<tokio::task::JoinHandle<Result<T>>>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<T>>> + Send>> {
+    Box::pin(async move {
+        let mut set = tokio::task::JoinSet::new();
+        let count = tasks.len();
+        for (i, task) in tasks.into_iter().enumerate() {
+            set.spawn(async move { (i, task.await) });
+        }
+        let mut out: Vec<Option<T>> = (0..count).map(|_| None).collect();
+        while let Some(joined) = set.join_next().await {
+            let (i, result) = joined?;
+            out[i] = Some(result??);
+        }
+        Ok(out
+            .into_iter()
+            .map(|t| t.expect("every task joined"))
+            .collect())
+    })
+}
+
+async fn restart(
+    command: &ServerCommand,
+    monitor: &Monitor,
+    phase: &'static str,
+) -> Result<(ServerProcess, std::net::SocketAddr, RestartFigures)> {
+    let mut server = command.spawn().await?;
+    monitor.watch(Some(server.pid));
+    monitor.phase(phase);
+    let since = server.spawned_at;
+    let timeout = Duration::from_secs(300);
+    let (accepting, (address, listening)): (Accepting, _) = if command.tcp_address.port() == 0 {
+        // The port is only known from the log line.
+        let found = server.wait_listening(timeout).await?;
+        (
+            server::wait_accepting(found.0, since, timeout).await?,
+            found,
+        )
+    } else {
+        let address = command.tcp_address;
+        let (listening, accepting) = tokio::join!(
+            server.wait_listening(timeout),
+            server::wait_accepting(address, since, timeout)
+        );
+        (accepting?, listening?)
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    monitor.sample();
+    let rss_idle_mib = round1(monitor.last().rss_mib());
+    Ok((
+        server,
+        address,
+        RestartFigures {
+            connect_secs: round3(accepting.connect.as_secs_f64()),
+            accepting_secs: round3(accepting.round_trip.as_secs_f64()),
+            listening_log_secs: round3(listening.as_secs_f64()),
+            rss_idle_mib,
+        },
+    ))
+}
+
+async fn drain(
+    address: std::net::SocketAddr,
+    args: &Args,
+    monitor: &Monitor,
+) -> Result<DrainFigures> {
+    let seen = Arc::new(Seen::new(args.messages));
+    let received = Arc::new(AtomicU64::new(0));
+    let distinct = Arc::new(AtomicU64::new(0));
+    let redelivered = Arc::new(AtomicU64::new(0));
+    let corrupt = Arc::new(AtomicU64::new(0));
+    let completed_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let first_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let started = Instant::now();
+
+    let mut tasks = Vec::new();
+    for i in 0..args.consumers {
+        let connection =
+            Connection::connect_identified(address, &identify(&format!("consumer-{i}"), args))
+                .await?;
+        let (seen, received, distinct, redelivered, corrupt) = (
+            seen.clone(),
+            received.clone(),
+            distinct.clone(),
+            redelivered.clone(),
+            corrupt.clone(),
+        );
+        let (completed_at, first_at, stop_tx, stop_rx) = (
+            completed_at.clone(),
+            first_at.clone(),
+            stop_tx.clone(),
+            stop_rx.clone(),
+        );
+        let (n, size, rdy) = (args.messages, args.size, args.rdy);
+        let (topic, channel) = (args.topic.clone(), args.channel.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut scratch = vec![0u8; size];
+            nsq::consume(connection, &topic, &channel, rdy, stop_rx, |message| {
+                if received.fetch_add(1, Ordering::Relaxed) == 0 {
+                    first_at.lock().unwrap().get_or_insert_with(Instant::now);
+                }
+                if message.attempts > 1 {
+                    redelivered.fetch_add(1, Ordering::Relaxed);
+                }
+                match check_body(&message.body, size, &mut scratch) {
+                    Some(seq) if seq < n => {
+                        if seen.mark(seq) && distinct.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                            *completed_at.lock().unwrap() = Some(Instant::now());
+                            let _ = stop_tx.send(true);
+                        }
+                    }
+                    _ => {
+                        corrupt.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Disposition::Finish
+            })
+            .await
+        }));
+    }
+
+    let mut all = futures_join(tasks);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut last = (Instant::now(), 0u64);
+    let mut last_progress = Instant::now();
+    let idle_timeout = Duration::from_secs(args.drain_idle_timeout_secs);
+    loop {
+        tokio::select! {
+            result = &mut all => {
+                result?;
+                break;
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let done = distinct.load(Ordering::Relaxed);
+                let got = received.load(Ordering::Relaxed);
+                if got != last.1 {
+                    last_progress = now;
+                }
+                let rate = (got - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+                last = (now, got);
+                let memory = monitor.last();
+                println!(
+                    "drain    {:>6.1}s  {:>11} / {} distinct ({:>5.1}%)  {:>8.0} msg/s  server RSS {:>6.1} MiB (peak {:.1})",
+                    started.elapsed().as_secs_f64(),
+                    thousands(done),
+                    thousands(args.messages),
+                    100.0 * done as f64 / args.messages as f64,
+                    rate,
+                    memory.rss_mib(),
+                    memory.hwm_mib(),
+                );
+                if now.duration_since(last_progress) > idle_timeout && !*stop_tx.borrow() {
+                    println!(
+                        "drain    no message for {}s: giving up",
+                        args.drain_idle_timeout_secs
+                    );
+                    let _ = stop_tx.send(true);
+                }
+            }
+        }
+    }
+    let end = completed_at.lock().unwrap().unwrap_or_else(Instant::now);
+    let secs = end.duration_since(started).as_secs_f64();
+    let received = received.load(Ordering::Relaxed);
+    let distinct = distinct.load(Ordering::Relaxed);
+    let first = *first_at.lock().unwrap();
+    Ok(DrainFigures {
+        secs: round3(secs),
+        msgs_per_sec: (distinct as f64 / secs).round(),
+        first_message_secs: first.map(|at| round3(at.duration_since(started).as_secs_f64())),
+        received,
+        distinct,
+        duplicates: received - distinct - corrupt.load(Ordering::Relaxed),
+        redelivered: redelivered.load(Ordering::Relaxed),
+        missing: args.messages - distinct,
+        corrupt: corrupt.load(Ordering::Relaxed),
+        complete: distinct == args.messages,
+    })
+}
+
+async fn stop_server(
+    server: ServerProcess,
+    how: Stop,
+    monitor: &Monitor,
+    data_path: &Path,
+) -> Result<StopFigures> {
+    monitor.sample();
+    let (status, took) = server.stop(how, Duration::from_secs(120)).await?;
+    monitor.watch(None);
+    Ok(StopFigures {
+        how,
+        exit: status.to_string(),
+        secs: round3(took.as_secs_f64()),
+        data_dir_mib: round1(mib(util::dir_size(data_path))),
+    })
+}
+
+// ---------------------------------------------------------------- main
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    ensure!(args.size >= 8, "--size must be at least 8");
+    ensure!(args.messages > 0, "--messages must be positive");
+    ensure!(args.batch > 0 && args.publishers > 0 && args.consumers > 0 && args.rdy > 0);
+
+    let started = UtcTime::now();
+    let host = util::hostname();
+    let binary = args.ledgerq.clone().unwrap_or_else(server::default_binary);
+    ensure!(
+        binary.exists(),
+        "{} does not exist (build it with `cargo build --release -p ledgerq`, or pass --ledgerq)",
+        binary.display()
+    );
+    let work_dir = args.work_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "ledgerq-backlog-{}-{}",
+            started.compact(),
+            std::process::id()
+        ))
+    });
+    if work_dir.exists() {
+        bail!(
+            "{} already exists; the benchmark needs a fresh directory",
+            work_dir.display()
+        );
+    }
+    std::fs::create_dir_all(&work_dir)?;
+    let data_path = work_dir.join("data");
+    let mut command = ServerCommand {
+        binary: binary.clone(),
+        data_path: data_path.clone(),
+        tcp_address: "127.0.0.1:0".parse()?,
+        extra_args: args.server_args.clone(),
+        log_path: work_dir.join("server.log"),
+    };
+
+    let result = run(&args, &mut command, &started, &host).await;
+    match &result {
+        Ok(()) if !args.keep_data => {
+            let _ = std::fs::remove_dir_all(&work_dir);
+        }
+        _ => println!(
+            "work directory kept: {} (server log: {})",
+            work_dir.display(),
+            command.log_path.display()
+        ),
+    }
+    result
+}
+
+async fn run(
+    args: &Args,
+    command: &mut ServerCommand,
+    started: &UtcTime,
+    host: &str,
+) -> Result<()> {
+    let (cpu_model, cpus) = util::cpu_info();
+    let monitor = Monitor::start();
+    let payload_mib = mib(args.messages * args.size as u64);
+    println!(
+        "backlog: {} messages x {} B = {:.0} MiB into topic {:?} channel {:?}",
+        thousands(args.messages),
+        args.size,
+        payload_mib,
+        args.topic,
+        args.channel
+    );
+    println!("server:  {}", command.display());
+
+    // 1. Fresh server on a free port.
+    let (server, address, cold_start) = restart(command, &monitor, "start").await?;
+    // The restart reuses the port the server picked.
+    command.tcp_address = address;
+    println!(
+        "started: pid {} listening on {address}, accepting after {:.3}s",
+        server.pid, cold_start.accepting_secs
+    );
+
+    // 2. The channel exists before the first message.
+    create_channel(address, args).await?;
+
+    // 3-4. Publish while sampling memory.
+    monitor.phase("publish");
+    let published = publish(address, args, &monitor).await?;
+    let publish_phase = monitor.current("publish").expect("publish phase");
+    println!(
+        "publish  done: {} messages in {:.1}s = {:.0} msg/s; server RSS max {:.1} MiB, peak (VmHWM) {:.1} MiB",
+        thousands(args.messages),
+        published.secs,
+        args.messages as f64 / published.secs,
+        publish_phase.max_rss_mib,
+        publish_phase.hwm_mib
+    );
+
+    monitor.phase("backlog at rest");
+    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+    monitor.sample();
+    let rest = monitor.current("backlog at rest").expect("rest phase");
+    let data_dir_mib = round1(mib(util::dir_size(&command.data_path)));
+    println!(
+        "at rest  after {}s: server RSS {:.1} MiB (peak {:.1}); data dir {:.1} MiB",
+        args.settle_secs, rest.last_rss_mib, rest.hwm_mib, data_dir_mib
+    );
+    let publish_figures = PublishFigures {
+        secs: round3(published.secs),
+        msgs_per_sec: (args.messages as f64 / published.secs).round(),
+        payload_mib: round1(payload_mib),
+        mpub_commands: published.commands,
+        mpub_ack_ms_p50: percentile(&published.latencies_us, 50.0),
+        mpub_ack_ms_p99: percentile(&published.latencies_us, 99.0),
+        mpub_ack_ms_max: percentile(&published.latencies_us, 100.0),
+        rss_at_rest_mib: round1(rest.last_rss_mib),
+        data_dir_mib,
+    };
+
+    // 5. Stop, restart on the same data dir, time until accepting.
+    let stop = stop_server(server, args.stop, &monitor, &command.data_path).await?;
+    println!(
+        "stop     {:?}: exited ({}) after {:.3}s",
+        stop.how, stop.exit, stop.secs
+    );
+    let (server, _, restart_figures) = restart(command, &monitor, "restart").await?;
+    println!(
+        "restart  connect after {:.3}s, accepting (IDENTIFY answered) after {:.3}s, \
+         `TCP: listening` logged after {:.3}s; idle RSS {:.1} MiB",
+        restart_figures.connect_secs,
+        restart_figures.accepting_secs,
+        restart_figures.listening_log_secs,
+        restart_figures.rss_idle_mib
+    );
+
+    // 6. Drain.
+    monitor.phase("drain");
+    let drain_figures = drain(address, args, &monitor).await?;
+    let drain_phase = monitor.current("drain").expect("drain phase");
+    println!(
+        "drain    done: {} distinct of {} in {:.1}s = {:.0} msg/s ({} duplicates, {} redelivered, {} missing, {} corrupt); \
+         server RSS max {:.1} MiB, peak {:.1} MiB",
+        thousands(drain_figures.distinct),
+        thousands(args.messages),
+        drain_figures.secs,
+        drain_figures.msgs_per_sec,
+        drain_figures.duplicates,
+        drain_figures.redelivered,
+        drain_figures.missing,
+        drain_figures.corrupt,
+        drain_phase.max_rss_mib,
+        drain_phase.hwm_mib
+    );
+    monitor.phase("drained");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let final_stop = stop_server(server, Stop::Term, &monitor, &command.data_path).await?;
+
+    // 7. Summary and reports.
+    let phases = monitor.phases();
+    let max_rss_mib = phases.iter().map(|p| p.max_rss_mib).fold(0.0, f64::max);
+    let max_hwm_mib = phases.iter().map(|p| p.hwm_mib).fold(0.0, f64::max);
+    let rss_target_mib = args.rss_target_mb as f64 * 1e6 / (1024.0 * 1024.0);
+    let verdict = Verdict {
+        rss_target_mb: args.rss_target_mb,
+        rss_target_mib: round1(rss_target_mib),
+        max_rss_mib: round1(max_rss_mib),
+        max_hwm_mib: round1(max_hwm_mib),
+        rss_ok: max_hwm_mib < rss_target_mib,
+        restart_target_secs: args.restart_target_secs,
+        restart_ok: restart_figures.accepting_secs < args.restart_target_secs,
+        drain_ok: drain_figures.complete,
+    };
+    let report = Report {
+        benchmark: "backlog",
+        started: started.rfc3339(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        environment: Environment {
+            host: host.to_string(),
+            cpu_model,
+            cpus,
+            memory_total_mib: util::memory_total_mib(),
+            kernel: util::kernel_release(),
+            work_dir: command
+                .data_path
+                .parent()
+                .unwrap_or(&command.data_path)
+                .display()
+                .to_string(),
+        },
+        settings: Settings {
+            messages: args.messages,
+            size: args.size,
+            batch: args.batch,
+            publishers: args.publishers,
+            window: args.window,
+            consumers: args.consumers,
+            rdy: args.rdy,
+            stop: args.stop,
+            topic: args.topic.clone(),
+            channel: args.channel.clone(),
+            heartbeat_interval_ms: args.heartbeat_interval_ms,
+            server_command: command.display(),
+        },
+        cold_start,
+        publish: publish_figures,
+        stop,
+        restart: restart_figures,
+        drain: drain_figures,
+        final_stop,
+        memory: phases
+            .into_iter()
+            .map(|p| PhaseMemory {
+                max_rss_mib: round1(p.max_rss_mib),
+                last_rss_mib: round1(p.last_rss_mib),
+                hwm_mib: round1(p.hwm_mib),
+                ..p
+            })
+            .collect(),
+        verdict,
+        rss_timeline: monitor.timeline(),
+    };
+    let markdown = render_markdown(&report);
+    println!();
+    println!("{markdown}");
+    if !args.no_report {
+        let dir = args
+            .results_dir
+            .clone()
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
+        std::fs::create_dir_all(&dir)?;
+        let stem = format!("backlog-{}-{}", started.compact(), host);
+        let json_path = dir.join(format!("{stem}.json"));
+        let md_path = dir.join(format!("{stem}.md"));
+        std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")?;
+        std::fs::write(&md_path, markdown)?;
+        println!("wrote {} and {}", json_path.display(), md_path.display());
+    }
+    if !(report.verdict.rss_ok && report.verdict.restart_ok && report.verdict.drain_ok) {
+        println!("RESULT: target missed (see the table above)");
+    } else {
+        println!("RESULT: all targets met");
+    }
+    ensure!(
+        report.drain.complete,
+        "{} messages were not delivered back",
+        report.drain.missing
+    );
+    Ok(())
+}
+
+fn pass(ok: bool) -> &'static str {
+    if ok {
+        "**pass**"
+    } else {
+        "**FAIL**"
+    }
+}
+
+fn render_markdown(r: &Report) -> String {
+    let s = &r.settings;
+    let e = &r.environment;
+    let v = &r.verdict;
+    let mut md = String::new();
+    let mut line = |text: String| {
+        md.push_str(&text);
+        md.push('\n');
+    };
+    line(format!("# Backlog benchmark, {} on {}", r.started, e.host));
+    line(String::new());
+    line(format!(
+        "{} messages of {} B ({:.0} MiB of payload) published into one topic with one channel \
+         and no consumer connected, then the server is stopped ({}), restarted on the same \
+         data directory and the backlog drained.",
+        thousands(s.messages),
+        s.size,
+        r.publish.payload_mib,
+        match s.stop {
+            Stop::Term => "SIGTERM",
+            Stop::Kill => "SIGKILL",
+        }
+    ));
+    line(String::new());
+    line(format!("- command: `{}`", r.command));
+    line(format!("- server: `{}`", s.server_command));
+    line(format!(
+        "- machine: {} CPUs ({}), {} MiB RAM, Linux {}",
+        e.cpus,
+        e.cpu_model,
+        e.memory_total_mib
+            .map_or("?".to_string(), |m| m.to_string()),
+        e.kernel
+    ));
+    line(format!(
+        "- load: {} publishing connections x {} MPUBs of {} in flight; {} consumers with RDY {}, FIN each",
+        s.publishers, s.window, s.batch, s.consumers, s.rdy
+    ));
+    line(String::new());
+    line("| Figure | Value | Target |".to_string());
+    line("|---|---|---|".to_string());
+    line(format!(
+        "| Server RSS, whole run (max sampled VmRSS / VmHWM) | {:.1} / {:.1} MiB | < {} MB = {:.1} MiB {} |",
+        v.max_rss_mib,
+        v.max_hwm_mib,
+        v.rss_target_mb,
+        v.rss_target_mib,
+        pass(v.rss_ok)
+    ));
+    line(format!(
+        "| Restart: spawn until accepting (connect + magic + NOP + IDENTIFY answered) | {:.3} s | < {} s {} |",
+        r.restart.accepting_secs,
+        v.restart_target_secs,
+        pass(v.restart_ok)
+    ));
+    line(format!(
+        "| Drain: distinct messages back / published | {} / {} | all {} |",
+        thousands(r.drain.distinct),
+        thousands(s.messages),
+        pass(v.drain_ok)
+    ));
+    line(format!(
+        "| Publish | {:.1} s, {} msg/s | |",
+        r.publish.secs,
+        thousands(r.publish.msgs_per_sec as u64)
+    ));
+    line(format!(
+        "| MPUB ack latency p50 / p99 / max | {:.1} / {:.1} / {:.1} ms | |",
+        r.publish.mpub_ack_ms_p50, r.publish.mpub_ack_ms_p99, r.publish.mpub_ack_ms_max
+    ));
+    line(format!(
+        "| Server RSS with the backlog at rest | {:.1} MiB | |",
+        r.publish.rss_at_rest_mib
+    ));
+    line(format!(
+        "| Data directory after publish / after stop | {:.1} / {:.1} MiB | |",
+        r.publish.data_dir_mib, r.stop.data_dir_mib
+    ));
+    line(format!(
+        "| Stop ({:?}) until exit | {:.3} s ({}) | |",
+        r.stop.how, r.stop.secs, r.stop.exit
+    ));
+    line(format!(
+        "| Restart: first TCP connect / `TCP: listening` logged | {:.3} / {:.3} s | |",
+        r.restart.connect_secs, r.restart.listening_log_secs
+    ));
+    line(format!(
+        "| Cold start on an empty data dir: accepting | {:.3} s | |",
+        r.cold_start.accepting_secs
+    ));
+    line(format!(
+        "| Server RSS after restart, idle | {:.1} MiB | |",
+        r.restart.rss_idle_mib
+    ));
+    line(format!(
+        "| Drain | {:.1} s, {} msg/s (first message after {}) | |",
+        r.drain.secs,
+        thousands(r.drain.msgs_per_sec as u64),
+        r.drain
+            .first_message_secs
+            .map_or("-".to_string(), |s| format!("{s:.3} s"))
+    ));
+    line(format!(
+        "| Drain: received / duplicates / redelivered / corrupt | {} / {} / {} / {} | |",
+        thousands(r.drain.received),
+        r.drain.duplicates,
+        r.drain.redelivered,
+        r.drain.corrupt
+    ));
+    line(format!(
+        "| Final SIGTERM until exit | {:.3} s ({}) | |",
+        r.final_stop.secs, r.final_stop.exit
+    ));
+    line(String::new());
+    line(
+        "Server memory per phase (VmRSS sampled every 100 ms; VmHWM is the process's peak so far):"
+            .to_string(),
+    );
+    line(String::new());
+    line("| Phase | Samples | Max VmRSS | Last VmRSS | VmHWM |".to_string());
+    line("|---|---|---|---|---|".to_string());
+    for p in &r.memory {
+        line(format!(
+            "| {} | {} | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
+            p.phase, p.samples, p.max_rss_mib, p.last_rss_mib, p.hwm_mib
+        ));
+    }
+    md
+}

@@ -1,0 +1,872 @@
+//! A small client for the NSQ TCP protocol "V2", written for benchmarks.
+//!
+//! It covers what a load generator needs and nothing more: connect and send
+//! the magic, `IDENTIFY`, pipelined `PUB`/`MPUB` with a window of commands
+//! awaiting their `OK` ([`Publisher`]), and a `SUB`/`RDY`/`FIN` consumer loop
+//! that answers heartbeats ([`consume`]). No TLS, compression or AUTH.
+//!
+//! Wire format (all integers big-endian): commands are a text line, plus a
+//! length-prefixed body for `IDENTIFY`, `PUB`, `MPUB` and `DPUB`. The server
+//! answers with frames `[size i32][type i32][data]`, `size` counting the type
+//! field; type 0 is a response (`OK`, `CLOSE_WAIT`, `_heartbeat_`, JSON),
+//! 1 an error (`E_CODE text`), 2 a message
+//! (`[timestamp i64][attempts u16][id 16 bytes][body]`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Semaphore, TryAcquireError};
+use tokio::task::JoinHandle;
+
+/// The 4 bytes a client sends first to select protocol V2.
+pub const MAGIC_V2: &[u8; 4] = b"  V2";
+/// Body of the response frame the server sends as a heartbeat.
+pub const HEARTBEAT: &[u8] = b"_heartbeat_";
+/// Body of the response frame that acknowledges a command.
+pub const OK: &[u8] = b"OK";
+/// Body of the response frame that acknowledges `CLS`.
+pub const CLOSE_WAIT: &[u8] = b"CLOSE_WAIT";
+
+const FRAME_RESPONSE: i32 = 0;
+const FRAME_ERROR: i32 = 1;
+const FRAME_MESSAGE: i32 = 2;
+/// Message frame data before the body: timestamp, attempts, id.
+const MESSAGE_HEADER: usize = 8 + 2 + 16;
+/// Frames larger than this are taken as a corrupt stream.
+const MAX_FRAME: usize = 64 << 20;
+
+/// One frame from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Response(Bytes),
+    Error(Bytes),
+    Message(Message),
+}
+
+impl Frame {
+    pub fn is_heartbeat(&self) -> bool {
+        matches!(self, Frame::Response(body) if body.as_ref() == HEARTBEAT)
+    }
+}
+
+/// A message delivered to a subscribed connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Nanoseconds since the Unix epoch, set when the message was published.
+    pub timestamp_ns: i64,
+    /// Delivery count, 1 on the first delivery.
+    pub attempts: u16,
+    pub id: [u8; 16],
+    pub body: Bytes,
+}
+
+/// An error frame from the server, split into its code and description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NsqError {
+    pub code: String,
+    pub description: String,
+}
+
+impl NsqError {
+    pub fn parse(data: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(data);
+        match text.split_once(' ') {
+            Some((code, description)) => NsqError {
+                code: code.to_string(),
+                description: description.to_string(),
+            },
+            None => NsqError {
+                code: text.into_owned(),
+                description: String::new(),
+            },
+        }
+    }
+
+    /// Whether the connection stays usable after this error (only FIN,
+    /// REQ and TOUCH failures are non-fatal in nsqd).
+    pub fn is_fatal(&self) -> bool {
+        !matches!(
+            self.code.as_str(),
+            "E_FIN_FAILED" | "E_REQ_FAILED" | "E_TOUCH_FAILED"
+        )
+    }
+}
+
+impl fmt::Display for NsqError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.description.is_empty() {
+            write!(f, "{}", self.code)
+        } else {
+            write!(f, "{} {}", self.code, self.description)
+        }
+    }
+}
+
+impl std::error::Error for NsqError {}
+
+/// Takes one complete frame off the front of `buf`, or returns `None` if
+/// `buf` does not hold a complete frame yet.
+pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if size < 4 || size as usize > MAX_FRAME {
+        bail!("invalid frame size {size}");
+    }
+    let size = size as usize;
+    if buf.len() < 4 + size {
+        buf.reserve(4 + size - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    let mut data = buf.split_to(size).freeze();
+    let frame_type = data.get_i32();
+    Ok(Some(match frame_type {
+        FRAME_RESPONSE => Frame::Response(data),
+        FRAME_ERROR => Frame::Error(data),
+        FRAME_MESSAGE => {
+            if data.len() < MESSAGE_HEADER {
+                bail!("message frame of {} bytes is too short", data.len());
+            }
+            let timestamp_ns = data.get_i64();
+            let attempts = data.get_u16();
+            let mut id = [0u8; 16];
+            data.copy_to_slice(&mut id);
+            Frame::Message(Message {
+                timestamp_ns,
+                attempts,
+                id,
+                body: data,
+            })
+        }
+        other => bail!("unknown frame type {other}"),
+    }))
+}
+
+/// Encoders that append one command to a write buffer.
+pub mod command {
+    use super::*;
+
+    fn put_line(buf: &mut BytesMut, parts: &[&[u8]]) {
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                buf.put_u8(b' ');
+            }
+            buf.put_slice(part);
+        }
+        buf.put_u8(b'\n');
+    }
+
+    fn body_len(len: usize) -> Result<u32> {
+        u32::try_from(len)
+            .ok()
+            .filter(|&n| n <= i32::MAX as u32)
+            .ok_or_else(|| anyhow!("body of {len} bytes is too large"))
+    }
+
+    pub fn identify(buf: &mut BytesMut, identify: &Identify) -> Result<()> {
+        let json = serde_json::to_vec(identify)?;
+        put_line(buf, &[b"IDENTIFY"]);
+        buf.put_u32(body_len(json.len())?);
+        buf.put_slice(&json);
+        Ok(())
+    }
+
+    pub fn sub(buf: &mut BytesMut, topic: &str, channel: &str) {
+        put_line(buf, &[b"SUB", topic.as_bytes(), channel.as_bytes()]);
+    }
+
+    pub fn rdy(buf: &mut BytesMut, count: u64) {
+        put_line(buf, &[b"RDY", count.to_string().as_bytes()]);
+    }
+
+    pub fn fin(buf: &mut BytesMut, id: &[u8; 16]) {
+        put_line(buf, &[b"FIN", id]);
+    }
+
+    pub fn req(buf: &mut BytesMut, id: &[u8; 16], delay: Duration) {
+        let ms = delay.as_millis().to_string();
+        put_line(buf, &[b"REQ", id, ms.as_bytes()]);
+    }
+
+    pub fn touch(buf: &mut BytesMut, id: &[u8; 16]) {
+        put_line(buf, &[b"TOUCH", id]);
+    }
+
+    pub fn nop(buf: &mut BytesMut) {
+        put_line(buf, &[b"NOP"]);
+    }
+
+    pub fn cls(buf: &mut BytesMut) {
+        put_line(buf, &[b"CLS"]);
+    }
+
+    pub fn publish(buf: &mut BytesMut, topic: &str, body: &[u8]) -> Result<()> {
+        put_line(buf, &[b"PUB", topic.as_bytes()]);
+        buf.put_u32(body_len(body.len())?);
+        buf.put_slice(body);
+        Ok(())
+    }
+
+    pub fn dpub(buf: &mut BytesMut, topic: &str, defer: Duration, body: &[u8]) -> Result<()> {
+        let ms = defer.as_millis().to_string();
+        put_line(buf, &[b"DPUB", topic.as_bytes(), ms.as_bytes()]);
+        buf.put_u32(body_len(body.len())?);
+        buf.put_slice(body);
+        Ok(())
+    }
+
+    /// `MPUB`; returns the number of messages encoded (at least one).
+    pub fn mpub<I, B>(buf: &mut BytesMut, topic: &str, bodies: I) -> Result<u32>
+    where
+        I: IntoIterator<Item = B>,
+        B: AsRef<[u8]>,
+    {
+        let command_start = buf.len();
+        put_line(buf, &[b"MPUB", topic.as_bytes()]);
+        let size_at = buf.len();
+        buf.put_u32(0); // body size, patched below
+        buf.put_u32(0); // message count, patched below
+        let mut count: u32 = 0;
+        for body in bodies {
+            let body = body.as_ref();
+            buf.put_u32(body_len(body.len())?);
+            buf.put_slice(body);
+            count += 1;
+        }
+        if count == 0 {
+            buf.truncate(command_start);
+            bail!("MPUB needs at least one message");
+        }
+        let size = body_len(buf.len() - size_at - 4)?;
+        buf[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
+        buf[size_at + 4..size_at + 8].copy_from_slice(&count.to_be_bytes());
+        Ok(count)
+    }
+}
+
+/// The `IDENTIFY` body. Fields left `None` are not sent (server default).
+#[derive(Debug, Clone, Serialize)]
+pub struct Identify {
+    pub client_id: String,
+    pub hostname: String,
+    pub user_agent: String,
+    pub feature_negotiation: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_buffer_size: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_buffer_timeout: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub msg_timeout: Option<i64>,
+}
+
+impl Default for Identify {
+    fn default() -> Self {
+        let hostname = crate::util::hostname();
+        Identify {
+            client_id: hostname.split('.').next().unwrap_or_default().to_string(),
+            hostname,
+            user_agent: concat!("ledgerq-bench/", env!("CARGO_PKG_VERSION")).to_string(),
+            feature_negotiation: true,
+            heartbeat_interval: None,
+            output_buffer_size: None,
+            output_buffer_timeout: None,
+            msg_timeout: None,
+        }
+    }
+}
+
+/// The read half of a connection: decodes frames from a buffer.
+pub struct FrameReader {
+    half: OwnedReadHalf,
+    buf: BytesMut,
+}
+
+impl FrameReader {
+    /// The next frame, or `None` at end of stream. Cancel-safe: dropping the
+    /// future loses no data.
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>> {
+        loop {
+            if let Some(frame) = decode_frame(&mut self.buf)? {
+                return Ok(Some(frame));
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(64 << 10);
+            }
+            let read = self.half.read_buf(&mut self.buf).await?;
+            if read == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                bail!("connection closed inside a frame");
+            }
+        }
+    }
+
+    /// A frame already received in full, without waiting for the socket.
+    pub fn buffered_frame(&mut self) -> Result<Option<Frame>> {
+        decode_frame(&mut self.buf)
+    }
+}
+
+/// The write half of a connection: commands are encoded into a buffer and
+/// sent by [`FrameWriter::flush`].
+pub struct FrameWriter {
+    half: OwnedWriteHalf,
+    buf: BytesMut,
+}
+
+impl FrameWriter {
+    /// The buffer to encode commands into (see [`command`]).
+    pub fn buf(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    pub async fn flush(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.half.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Flushes, then closes the sending direction.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.flush().await?;
+        self.half.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// A connection that has sent the magic.
+pub struct Connection {
+    pub reader: FrameReader,
+    pub writer: FrameWriter,
+}
+
+impl Connection {
+    /// Connects and sends the `"  V2"` magic.
+    pub async fn connect(address: SocketAddr) -> Result<Self> {
+        let stream = TcpStream::connect(address)
+            .await
+            .with_context(|| format!("connecting to {address}"))?;
+        stream.set_nodelay(true)?;
+        let (read, write) = stream.into_split();
+        let mut connection = Connection {
+            reader: FrameReader {
+                half: read,
+                buf: BytesMut::with_capacity(64 << 10),
+            },
+            writer: FrameWriter {
+                half: write,
+                buf: BytesMut::with_capacity(64 << 10),
+            },
+        };
+        connection.writer.buf().put_slice(MAGIC_V2);
+        connection.writer.flush().await?;
+        Ok(connection)
+    }
+
+    /// Connects, then sends `IDENTIFY` and waits for its reply.
+    pub async fn connect_identified(address: SocketAddr, identify: &Identify) -> Result<Self> {
+        let mut connection = Connection::connect(address).await?;
+        connection.identify(identify).await?;
+        Ok(connection)
+    }
+
+    /// Sends `IDENTIFY`; returns the server's JSON reply (`Null` when it
+    /// answered a plain `OK`). TLS and compression are never requested.
+    pub async fn identify(&mut self, identify: &Identify) -> Result<serde_json::Value> {
+        command::identify(self.writer.buf(), identify)?;
+        let reply = self.request().await.context("IDENTIFY")?;
+        if reply.as_ref() == OK {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(&reply).context("IDENTIFY reply is not JSON")
+    }
+
+    /// Flushes the buffered commands and waits for the next response frame,
+    /// answering heartbeats meanwhile. An error frame becomes an [`NsqError`].
+    pub async fn request(&mut self) -> Result<Bytes> {
+        self.writer.flush().await?;
+        loop {
+            match self.reader.read_frame().await? {
+                None => bail!("server closed the connection"),
+                Some(frame) if frame.is_heartbeat() => {
+                    command::nop(self.writer.buf());
+                    self.writer.flush().await?;
+                }
+                Some(Frame::Response(body)) => return Ok(body),
+                Some(Frame::Error(data)) => return Err(NsqError::parse(&data).into()),
+                Some(Frame::Message(_)) => bail!("unexpected message frame"),
+            }
+        }
+    }
+
+    /// Sends `SUB` and waits for its `OK`.
+    pub async fn sub(&mut self, topic: &str, channel: &str) -> Result<()> {
+        command::sub(self.writer.buf(), topic, channel);
+        expect_ok(self.request().await.context("SUB")?)
+    }
+
+    /// Publishes one message and waits for its `OK` (no pipelining).
+    pub async fn publish(&mut self, topic: &str, body: &[u8]) -> Result<()> {
+        command::publish(self.writer.buf(), topic, body)?;
+        expect_ok(self.request().await.context("PUB")?)
+    }
+
+    /// Sends `NOP` (no reply is expected).
+    pub async fn nop(&mut self) -> Result<()> {
+        command::nop(self.writer.buf());
+        self.writer.flush().await
+    }
+}
+
+fn expect_ok(body: Bytes) -> Result<()> {
+    if body.as_ref() == OK {
+        Ok(())
+    } else {
+        bail!(
+            "expected OK, got response {:?}",
+            String::from_utf8_lossy(&body)
+        )
+    }
+}
+
+/// One acknowledged publish command.
+#[derive(Debug, Clone, Copy)]
+pub struct Ack {
+    /// Messages in the command (1 for `PUB`).
+    pub messages: u32,
+    /// From the command being written to the socket until its `OK` arrived.
+    pub latency: Duration,
+}
+
+/// Totals of a [`Publisher`] once every command was acknowledged.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct PublishTotals {
+    pub commands: u64,
+    pub messages: u64,
+}
+
+/// Publishes over one connection with up to `window` commands awaiting
+/// their `OK` at once. The server answers commands in order, so each `OK`
+/// acknowledges the oldest outstanding one. A reader task takes the
+/// responses, reports each [`Ack`] to a callback and asks the writer to
+/// answer heartbeats.
+pub struct Publisher {
+    writer: FrameWriter,
+    window: Arc<Semaphore>,
+    window_size: u32,
+    sent: mpsc::UnboundedSender<(Instant, u32)>,
+    heartbeats: mpsc::UnboundedReceiver<()>,
+    reader: JoinHandle<Result<()>>,
+    totals: PublishTotals,
+}
+
+impl Publisher {
+    /// Takes over `connection` (already identified). `on_ack` runs on the
+    /// reader task for every acknowledged command.
+    pub fn start<F>(connection: Connection, window: u32, on_ack: F) -> Self
+    where
+        F: FnMut(Ack) + Send + 'static,
+    {
+        let window_size = window.max(1);
+        let semaphore = Arc::new(Semaphore::new(window_size as usize));
+        let (sent_tx, sent_rx) = mpsc::unbounded_channel();
+        let (beat_tx, beat_rx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(publisher_reader(
+            connection.reader,
+            semaphore.clone(),
+            sent_rx,
+            beat_tx,
+            on_ack,
+        ));
+        Publisher {
+            writer: connection.writer,
+            window: semaphore,
+            window_size,
+            sent: sent_tx,
+            heartbeats: beat_rx,
+            reader,
+            totals: PublishTotals::default(),
+        }
+    }
+
+    /// Sends `PUB`, waiting first for room in the window.
+    pub async fn publish(&mut self, topic: &str, body: &[u8]) -> Result<()> {
+        self.wait_for_room().await?;
+        command::publish(self.writer.buf(), topic, body)?;
+        self.sent(1).await
+    }
+
+    /// Sends `MPUB`, waiting first for room in the window.
+    pub async fn mpub<I, B>(&mut self, topic: &str, bodies: I) -> Result<()>
+    where
+        I: IntoIterator<Item = B>,
+        B: AsRef<[u8]>,
+    {
+        self.wait_for_room().await?;
+        let count = command::mpub(self.writer.buf(), topic, bodies)?;
+        self.sent(count).await
+    }
+
+    /// Commands sent and not yet acknowledged.
+    pub fn outstanding(&self) -> u32 {
+        self.window_size - self.window.available_permits() as u32
+    }
+
+    /// Waits until every command is acknowledged, then closes the
+    /// connection.
+    pub async fn finish(mut self) -> Result<PublishTotals> {
+        self.writer.flush().await?;
+        loop {
+            let window = self.window.clone();
+            tokio::select! {
+                all = window.acquire_many_owned(self.window_size) => {
+                    if all.is_err() {
+                        return Err(self.reader_error().await);
+                    }
+                    break;
+                }
+                Some(()) = self.heartbeats.recv() => self.answer_heartbeat().await?,
+            }
+        }
+        self.reader.abort();
+        let _ = self.writer.shutdown().await;
+        Ok(self.totals)
+    }
+
+    async fn wait_for_room(&mut self) -> Result<()> {
+        while self.heartbeats.try_recv().is_ok() {
+            command::nop(self.writer.buf());
+        }
+        loop {
+            match self.window.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    permit.forget();
+                    return Ok(());
+                }
+                Err(TryAcquireError::Closed) => return Err(self.reader_error().await),
+                Err(TryAcquireError::NoPermits) => {}
+            }
+            self.writer.flush().await?;
+            let window = self.window.clone();
+            tokio::select! {
+                permit = window.acquire_owned() => match permit {
+                    Ok(permit) => {
+                        permit.forget();
+                        return Ok(());
+                    }
+                    Err(_) => return Err(self.reader_error().await),
+                },
+                Some(()) = self.heartbeats.recv() => self.answer_heartbeat().await?,
+            }
+        }
+    }
+
+    async fn sent(&mut self, messages: u32) -> Result<()> {
+        // Registered before the write so that the reader always finds it.
+        let _ = self.sent.send((Instant::now(), messages));
+        self.totals.commands += 1;
+        self.totals.messages += u64::from(messages);
+        self.writer.flush().await
+    }
+
+    async fn answer_heartbeat(&mut self) -> Result<()> {
+        command::nop(self.writer.buf());
+        self.writer.flush().await
+    }
+
+    /// The reader's error once it has stopped (it closes the window first).
+    async fn reader_error(&mut self) -> anyhow::Error {
+        match (&mut self.reader).await {
+            Ok(Err(error)) => error,
+            Ok(Ok(())) => anyhow!("server closed the connection with commands outstanding"),
+            Err(join) => anyhow!("publisher reader task failed: {join}"),
+        }
+    }
+}
+
+async fn publisher_reader<F>(
+    mut reader: FrameReader,
+    window: Arc<Semaphore>,
+    mut sent: mpsc::UnboundedReceiver<(Instant, u32)>,
+    heartbeats: mpsc::UnboundedSender<()>,
+    mut on_ack: F,
+) -> Result<()>
+where
+    F: FnMut(Ack),
+{
+    let result = async {
+        loop {
+            let frame = match reader.read_frame().await? {
+                Some(frame) => frame,
+                None => return Ok(()),
+            };
+            match frame {
+                frame if frame.is_heartbeat() => {
+                    let _ = heartbeats.send(());
+                }
+                Frame::Response(body) if body.as_ref() == OK => {
+                    let (sent_at, messages) = sent
+                        .try_recv()
+                        .map_err(|_| anyhow!("OK received with no command outstanding"))?;
+                    on_ack(Ack {
+                        messages,
+                        latency: sent_at.elapsed(),
+                    });
+                    window.add_permits(1);
+                }
+                Frame::Response(body) => bail!(
+                    "unexpected response {:?} to a publish",
+                    String::from_utf8_lossy(&body)
+                ),
+                Frame::Error(data) => return Err(NsqError::parse(&data).into()),
+                Frame::Message(_) => bail!("unexpected message frame on a publisher"),
+            }
+        }
+    }
+    .await;
+    window.close();
+    result
+}
+
+/// What a consumer does with a delivered message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// `FIN`: done with it.
+    Finish,
+    /// `REQ` with this delay.
+    Requeue(Duration),
+    /// Neither; the server redelivers it after the message timeout.
+    Leave,
+}
+
+/// Counts of one [`consume`] run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ConsumeTotals {
+    pub messages: u64,
+    pub finished: u64,
+    pub requeued: u64,
+    pub heartbeats: u64,
+    /// Non-fatal errors (`E_FIN_FAILED`, `E_REQ_FAILED`, `E_TOUCH_FAILED`).
+    pub soft_errors: u64,
+}
+
+/// Subscribes `connection` (already identified) to `topic`/`channel`, sends
+/// `RDY rdy` and hands every message to `handler`, answering with `FIN` or
+/// `REQ` as it decides. Heartbeats are answered with `NOP`. Once `stop`
+/// becomes true it sends `CLS`, handles what is still in transit, and
+/// returns at `CLOSE_WAIT`.
+pub async fn consume<F>(
+    mut connection: Connection,
+    topic: &str,
+    channel: &str,
+    rdy: u64,
+    mut stop: watch::Receiver<bool>,
+    mut handler: F,
+) -> Result<ConsumeTotals>
+where
+    F: FnMut(&Message) -> Disposition,
+{
+    connection.sub(topic, channel).await?;
+    command::rdy(connection.writer.buf(), rdy);
+    connection.writer.flush().await?;
+    let mut totals = ConsumeTotals::default();
+    let mut closing = false;
+    loop {
+        let frame = tokio::select! {
+            frame = connection.reader.read_frame() => frame?,
+            () = stopped(&mut stop), if !closing => {
+                command::cls(connection.writer.buf());
+                connection.writer.flush().await?;
+                closing = true;
+                continue;
+            }
+        };
+        let mut next = frame;
+        loop {
+            let Some(frame) = next else {
+                if closing {
+                    return Ok(totals);
+                }
+                bail!("server closed the consumer connection");
+            };
+            match frame {
+                Frame::Message(message) => {
+                    totals.messages += 1;
+                    match handler(&message) {
+                        Disposition::Finish => {
+                            command::fin(connection.writer.buf(), &message.id);
+                            totals.finished += 1;
+                        }
+                        Disposition::Requeue(delay) => {
+                            command::req(connection.writer.buf(), &message.id, delay);
+                            totals.requeued += 1;
+                        }
+                        Disposition::Leave => {}
+                    }
+                }
+                frame if frame.is_heartbeat() => {
+                    command::nop(connection.writer.buf());
+                    totals.heartbeats += 1;
+                }
+                Frame::Response(body) if closing && body.as_ref() == CLOSE_WAIT => {
+                    connection.writer.flush().await?;
+                    return Ok(totals);
+                }
+                Frame::Response(body) => bail!(
+                    "unexpected response {:?} on a consumer",
+                    String::from_utf8_lossy(&body)
+                ),
+                Frame::Error(data) => {
+                    let error = NsqError::parse(&data);
+                    if error.is_fatal() {
+                        return Err(error.into());
+                    }
+                    totals.soft_errors += 1;
+                }
+            }
+            // Handle everything already received before flushing, so that
+            // FINs go out in batches.
+            match connection.reader.buffered_frame()? {
+                Some(frame) => next = Some(frame),
+                None => break,
+            }
+        }
+        connection.writer.flush().await?;
+    }
+}
+
+/// Resolves once `stop` is true, or never if its sender is dropped first.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(frame_type: i32, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(data.len() as i32 + 4).to_be_bytes());
+        out.extend_from_slice(&frame_type.to_be_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn decodes_responses_errors_and_messages() {
+        let mut message = Vec::new();
+        message.extend_from_slice(&123i64.to_be_bytes());
+        message.extend_from_slice(&2u16.to_be_bytes());
+        message.extend_from_slice(b"0123456789abcdef");
+        message.extend_from_slice(b"hi");
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&frame(0, b"OK"));
+        buf.extend_from_slice(&frame(1, b"E_INVALID invalid command FOO"));
+        buf.extend_from_slice(&frame(2, &message));
+        buf.extend_from_slice(&frame(0, HEARTBEAT)[..7]);
+
+        assert_eq!(
+            decode_frame(&mut buf).unwrap(),
+            Some(Frame::Response(Bytes::from_static(b"OK")))
+        );
+        let Some(Frame::Error(error)) = decode_frame(&mut buf).unwrap() else {
+            panic!("expected an error frame");
+        };
+        let error = NsqError::parse(&error);
+        assert_eq!(error.code, "E_INVALID");
+        assert_eq!(error.description, "invalid command FOO");
+        assert!(error.is_fatal());
+        assert_eq!(
+            decode_frame(&mut buf).unwrap(),
+            Some(Frame::Message(Message {
+                timestamp_ns: 123,
+                attempts: 2,
+                id: *b"0123456789abcdef",
+                body: Bytes::from_static(b"hi"),
+            }))
+        );
+        // An incomplete frame stays in the buffer until the rest arrives.
+        assert_eq!(decode_frame(&mut buf).unwrap(), None);
+        buf.extend_from_slice(&frame(0, HEARTBEAT)[7..]);
+        assert!(decode_frame(&mut buf).unwrap().unwrap().is_heartbeat());
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_frames() {
+        let mut buf = BytesMut::from(&frame(7, b"x")[..]);
+        assert!(decode_frame(&mut buf).is_err());
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 2, 0, 0][..]);
+        assert!(decode_frame(&mut buf).is_err());
+        let mut buf = BytesMut::from(&frame(2, b"short")[..]);
+        assert!(decode_frame(&mut buf).is_err());
+        assert!(!NsqError::parse(b"E_FIN_FAILED FIN x failed").is_fatal());
+    }
+
+    #[test]
+    fn encodes_commands() {
+        let mut buf = BytesMut::new();
+        command::publish(&mut buf, "test", b"hello").unwrap();
+        assert_eq!(&buf[..], b"PUB test\n\x00\x00\x00\x05hello");
+
+        buf.clear();
+        let count = command::mpub(&mut buf, "t", [&b"ab"[..], b"c"]).unwrap();
+        assert_eq!(count, 2);
+        assert_eq!(
+            &buf[..],
+            b"MPUB t\n\x00\x00\x00\x0f\x00\x00\x00\x02\x00\x00\x00\x02ab\x00\x00\x00\x01c"
+        );
+        assert!(command::mpub(&mut buf, "t", Vec::<Vec<u8>>::new()).is_err());
+        assert_eq!(
+            buf.len(),
+            7 + 8 + 6 + 5,
+            "a failed MPUB leaves nothing behind"
+        );
+
+        buf.clear();
+        command::sub(&mut buf, "t", "c");
+        command::rdy(&mut buf, 200);
+        command::fin(&mut buf, b"0123456789abcdef");
+        command::req(&mut buf, b"0123456789abcdef", Duration::from_secs(1));
+        command::touch(&mut buf, b"0123456789abcdef");
+        command::nop(&mut buf);
+        command::cls(&mut buf);
+        command::dpub(&mut buf, "t", Duration::from_millis(5), b"x").unwrap();
+        assert_eq!(
+            &buf[..],
+            &b"SUB t c\nRDY 200\nFIN 0123456789abcdef\nREQ 0123456789abcdef 1000\n\
+               TOUCH 0123456789abcdef\nNOP\nCLS\nDPUB t 5\n\x00\x00\x00\x01x"[..]
+        );
+
+        buf.clear();
+        let identify = Identify {
+            heartbeat_interval: Some(5000),
+            ..Identify::default()
+        };
+        command::identify(&mut buf, &identify).unwrap();
+        assert!(buf.starts_with(b"IDENTIFY\n"));
+        let len = u32::from_be_bytes(buf[9..13].try_into().unwrap()) as usize;
+        let json: serde_json::Value = serde_json::from_slice(&buf[13..]).unwrap();
+        assert_eq!(len, buf.len() - 13);
+        assert_eq!(json["heartbeat_interval"], 5000);
+        assert_eq!(json["feature_negotiation"], true);
+        assert!(json.get("msg_timeout").is_none());
+    }
+}

@@ -1,0 +1,78 @@
+//! A connected client as the broker sees it: its flow control (RDY, in
+//! flight), its negotiated settings, its counters, and the queue through
+//! which the broker hands it messages.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::message::Message;
+
+pub type ClientId = u64;
+
+/// What the broker pushes to a connection's writer.
+#[derive(Debug)]
+pub enum Outbound {
+    Message {
+        message: Arc<Message>,
+        attempts: u16,
+    },
+    /// The channel or topic was deleted: close the connection.
+    Close,
+}
+
+/// Self-description from IDENTIFY, shown in stats.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub remote_address: String,
+    pub client_id: String,
+    pub hostname: String,
+    pub user_agent: String,
+    pub connect_ts_s: i64,
+}
+
+#[derive(Debug)]
+pub struct Client {
+    pub id: ClientId,
+    pub info: ClientInfo,
+    pub outbound: UnboundedSender<Outbound>,
+    /// `(topic, channel)` after SUB.
+    pub subscription: Option<(String, String)>,
+    pub ready_count: u64,
+    pub in_flight_count: u64,
+    pub closing: bool,
+    pub msg_timeout_ms: u64,
+    pub sample_rate: u8,
+    pub message_count: u64,
+    pub finish_count: u64,
+    pub requeue_count: u64,
+}
+
+impl Client {
+    pub fn new(
+        id: ClientId,
+        info: ClientInfo,
+        outbound: UnboundedSender<Outbound>,
+        msg_timeout_ms: u64,
+    ) -> Self {
+        Client {
+            id,
+            info,
+            outbound,
+            subscription: None,
+            ready_count: 0,
+            in_flight_count: 0,
+            closing: false,
+            msg_timeout_ms,
+            sample_rate: 0,
+            message_count: 0,
+            finish_count: 0,
+            requeue_count: 0,
+        }
+    }
+
+    /// NSQ's rule: ready while RDY > 0 and in-flight < RDY (RDY is a cap).
+    pub fn is_ready(&self) -> bool {
+        !self.closing && self.in_flight_count < self.ready_count
+    }
+}

@@ -1,0 +1,124 @@
+//! Command-line flags. Where nsqd has the same setting, the flag keeps
+//! nsqd's name and default, so an nsqd command line mostly works unchanged.
+//! Durations take Go-style values: `250ms`, `60s`, `15m`, `1h`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ledgerq",
+    version,
+    about = "An NSQ-compatible message broker whose OK means fsynced"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Run the broker (the nsqd equivalent).
+    Serve(ServeArgs),
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// <addr>:<port> to listen on for TCP clients (NSQ protocol V2).
+    #[arg(long, default_value = "0.0.0.0:4150")]
+    pub tcp_address: SocketAddr,
+
+    /// Directory of the RocksDB database holding every topic's log.
+    #[arg(long, default_value = "ledgerq-data")]
+    pub data_path: PathBuf,
+
+    /// Log level: debug, info, warn, error or fatal.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+
+    /// Messages of each topic kept in memory to serve consumers without
+    /// reading the disk (every message is on disk regardless).
+    #[arg(long, default_value_t = 10_000)]
+    pub mem_queue_size: usize,
+
+    /// Default time a message may be in flight before it is redelivered.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub msg_timeout: Duration,
+
+    /// Maximum msg_timeout a client may ask for in IDENTIFY (also caps TOUCH).
+    #[arg(long, default_value = "15m", value_parser = duration)]
+    pub max_msg_timeout: Duration,
+
+    /// Maximum size of one message body, in bytes.
+    #[arg(long, default_value_t = 1_048_576)]
+    pub max_msg_size: u64,
+
+    /// Maximum size of one command body (IDENTIFY, MPUB), in bytes.
+    #[arg(long, default_value_t = 5_242_880)]
+    pub max_body_size: u64,
+
+    /// Maximum REQ delay (larger ones are clamped) and DPUB delay (larger
+    /// ones are refused).
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    pub max_req_timeout: Duration,
+
+    /// Maximum RDY count a client may send.
+    #[arg(long, default_value_t = 2500)]
+    pub max_rdy_count: u64,
+
+    /// Maximum heartbeat interval a client may ask for.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub max_heartbeat_interval: Duration,
+
+    /// Maximum output buffer size a client may ask for, in bytes.
+    #[arg(long, default_value_t = 65_536)]
+    pub max_output_buffer_size: u64,
+
+    /// Maximum output buffer timeout a client may ask for.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub max_output_buffer_timeout: Duration,
+
+    /// Minimum output buffer timeout a client may ask for.
+    #[arg(long, default_value = "25ms", value_parser = duration)]
+    pub min_output_buffer_timeout: Duration,
+
+    /// Default output buffer timeout of a client.
+    #[arg(long, default_value = "250ms", value_parser = duration)]
+    pub output_buffer_timeout: Duration,
+
+    /// Maximum consumers per channel on this node (0: unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub max_channel_consumers: usize,
+
+    /// How long a FIN or REQ may wait to share an fsync with other writes.
+    /// A crash inside this window can cause a redelivery, never a loss.
+    #[arg(long, default_value = "100ms", value_parser = duration)]
+    pub finish_sync_interval: Duration,
+
+    /// UNSAFE: do not fsync before answering OK. Acknowledged messages can
+    /// be lost in an OS crash or power loss. For measuring the price of
+    /// durability only.
+    #[arg(long, default_value_t = false)]
+    pub unsafe_no_fsync: bool,
+}
+
+impl ServeArgs {
+    /// The settings with every default, as if parsed from no flags.
+    pub fn defaults() -> Self {
+        match Cli::parse_from(["ledgerq", "serve"]).command {
+            CliCommand::Serve(args) => args,
+        }
+    }
+}
+
+/// A duration in whole milliseconds.
+pub fn ms(duration: Duration) -> u64 {
+    duration.as_millis() as u64
+}

@@ -1,0 +1,15 @@
+//! ledgerq: an NSQ-compatible message broker whose `OK` means "fsynced".
+//!
+//! - [`protocol`]: the NSQ TCP protocol V2 as pure parsing and encoding.
+//! - [`broker`]: topics, channels, clients and delivery, over the storage
+//!   crate's state machine and group committer.
+//! - [`connection`]: one client connection, top to bottom like the spec.
+//! - [`server`]: the accept loop, timers and graceful shutdown.
+//! - [`config`]: command-line flags (nsqd's names and defaults).
+
+pub mod broker;
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod protocol;
+pub mod server;

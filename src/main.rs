@@ -1,0 +1,50 @@
+//! The `ledgerq` command: parses flags, sets up logging, runs the server
+//! until SIGTERM or SIGINT, then shuts down cleanly and exits 0.
+
+use clap::Parser;
+use ledgerq::config::{Cli, CliCommand};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(level: &str) {
+    let level = match level {
+        "fatal" => "error",
+        other => other,
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        CliCommand::Serve(args) => {
+            init_logging(&args.log_level);
+            let running = ledgerq::server::start(args, None).await?;
+            let token = running.shutdown_token();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("signal received: shutting down");
+                token.cancel();
+            });
+            running.wait().await;
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,171 @@
+//! Protocol errors: the code, the human text and whether the connection must close.
+//!
+//! A [`ProtocolError`] is what the connection turns into an error frame (type 1). The frame body
+//! is `"<CODE> <text>"` except for `E_BAD_PROTOCOL`, whose body is just the code. An error with
+//! an empty code is a *silent close*: the connection closes without sending any frame (this is
+//! how nsqd reacts to an over-long command line or a failed socket read).
+
+use std::fmt;
+
+/// Error code for a wrong protocol magic; its frame body is the code alone.
+pub const E_BAD_PROTOCOL: &str = "E_BAD_PROTOCOL";
+/// Error code for bad state, bad parameters and unknown commands.
+pub const E_INVALID: &str = "E_INVALID";
+/// Error code for malformed IDENTIFY, AUTH and MPUB bodies.
+pub const E_BAD_BODY: &str = "E_BAD_BODY";
+/// Error code for an invalid topic name.
+pub const E_BAD_TOPIC: &str = "E_BAD_TOPIC";
+/// Error code for an invalid channel name.
+pub const E_BAD_CHANNEL: &str = "E_BAD_CHANNEL";
+/// Error code for a malformed message body (PUB, DPUB, MPUB items).
+pub const E_BAD_MESSAGE: &str = "E_BAD_MESSAGE";
+/// Error code for IDENTIFY feature negotiation failures.
+pub const E_IDENTIFY_FAILED: &str = "E_IDENTIFY_FAILED";
+
+/// One protocol-level error, ready to be written as an error frame (or to close silently).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    /// The `E_*` code; empty for a silent close.
+    pub code: &'static str,
+    /// The human description following the code.
+    pub text: String,
+    /// Whether the connection must be closed after the frame is flushed.
+    pub fatal: bool,
+}
+
+impl ProtocolError {
+    /// A fatal error with the given code and text.
+    pub fn fatal(code: &'static str, text: impl Into<String>) -> Self {
+        Self {
+            code,
+            text: text.into(),
+            fatal: true,
+        }
+    }
+
+    /// A non-fatal error (`E_FIN_FAILED`, `E_REQ_FAILED`, `E_TOUCH_FAILED`).
+    pub fn non_fatal(code: &'static str, text: impl Into<String>) -> Self {
+        Self {
+            code,
+            text: text.into(),
+            fatal: false,
+        }
+    }
+
+    /// Fatal `E_INVALID`.
+    pub fn invalid(text: impl Into<String>) -> Self {
+        Self::fatal(E_INVALID, text)
+    }
+
+    /// Fatal `E_BAD_BODY`.
+    pub fn bad_body(text: impl Into<String>) -> Self {
+        Self::fatal(E_BAD_BODY, text)
+    }
+
+    /// Fatal `E_BAD_TOPIC`.
+    pub fn bad_topic(text: impl Into<String>) -> Self {
+        Self::fatal(E_BAD_TOPIC, text)
+    }
+
+    /// Fatal `E_BAD_CHANNEL`.
+    pub fn bad_channel(text: impl Into<String>) -> Self {
+        Self::fatal(E_BAD_CHANNEL, text)
+    }
+
+    /// Fatal `E_BAD_MESSAGE`.
+    pub fn bad_message(text: impl Into<String>) -> Self {
+        Self::fatal(E_BAD_MESSAGE, text)
+    }
+
+    /// Fatal `E_BAD_PROTOCOL` (wrong magic); the frame body is the code alone.
+    pub fn bad_protocol() -> Self {
+        Self::fatal(E_BAD_PROTOCOL, "")
+    }
+
+    /// Close the connection without sending an error frame; `reason` is for logs only.
+    pub fn silent_close(reason: impl Into<String>) -> Self {
+        Self::fatal("", reason)
+    }
+
+    /// True when the connection must close without writing an error frame.
+    pub fn is_silent_close(&self) -> bool {
+        self.code.is_empty()
+    }
+
+    /// Exactly the data of the error frame: `"<CODE> <text>"` (`E_BAD_PROTOCOL` alone).
+    pub fn frame_body(&self) -> String {
+        match self.code {
+            "" => self.text.clone(),
+            E_BAD_PROTOCOL => E_BAD_PROTOCOL.to_owned(),
+            code => format!("{code} {}", self.text),
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.frame_body())
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+impl From<std::io::Error> for ProtocolError {
+    /// A failed socket read: nsqd closes the connection without an error frame.
+    fn from(err: std::io::Error) -> Self {
+        Self::silent_close(format!("failed to read command - {err}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_body_joins_code_and_text() {
+        let err = ProtocolError::invalid("invalid command FOO");
+        assert_eq!(err.frame_body(), "E_INVALID invalid command FOO");
+        assert!(err.fatal);
+        assert!(!err.is_silent_close());
+    }
+
+    #[test]
+    fn bad_protocol_body_is_only_the_code() {
+        assert_eq!(ProtocolError::bad_protocol().frame_body(), "E_BAD_PROTOCOL");
+    }
+
+    #[test]
+    fn mpub_bad_topic_duplicates_the_code() {
+        let err = ProtocolError::bad_topic("E_BAD_TOPIC MPUB topic name \"a$\" is not valid");
+        assert_eq!(
+            err.frame_body(),
+            "E_BAD_TOPIC E_BAD_TOPIC MPUB topic name \"a$\" is not valid"
+        );
+    }
+
+    #[test]
+    fn non_fatal_is_not_fatal() {
+        let err = ProtocolError::non_fatal("E_FIN_FAILED", "FIN x failed ID not in flight");
+        assert!(!err.fatal);
+        assert_eq!(
+            err.frame_body(),
+            "E_FIN_FAILED FIN x failed ID not in flight"
+        );
+    }
+
+    #[test]
+    fn io_error_is_a_silent_close() {
+        let err = ProtocolError::from(std::io::Error::other("boom"));
+        assert!(err.is_silent_close());
+        assert!(err.fatal);
+        assert_eq!(err.text, "failed to read command - boom");
+    }
+
+    #[test]
+    fn constructors_use_their_codes() {
+        assert_eq!(ProtocolError::bad_body("x").code, "E_BAD_BODY");
+        assert_eq!(ProtocolError::bad_channel("x").code, "E_BAD_CHANNEL");
+        assert_eq!(ProtocolError::bad_message("x").code, "E_BAD_MESSAGE");
+        assert_eq!(ProtocolError::bad_topic("x").code, "E_BAD_TOPIC");
+    }
+}

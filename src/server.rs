@@ -1,0 +1,155 @@
+//! The accept loop, the timer task and graceful shutdown.
+//!
+//! Shutdown (SIGTERM, SIGINT, or [`Running::shutdown`]): stop accepting,
+//! tell every connection to stop reading, let each answer what it has
+//! pending and flush, then commit what is queued and stop the committer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ledgerq_storage::{CommitOptions, Durability, StoreOptions, SyncHook};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Broker, BrokerOptions};
+use crate::config::{ms, ServeArgs};
+use crate::connection::{self, ConnectionSettings};
+
+/// How often in-flight timeouts and deferred messages are checked.
+const TIMER_PERIOD: Duration = Duration::from_millis(25);
+/// How long connections get to answer what is pending at shutdown.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A started server.
+pub struct Running {
+    pub tcp_address: SocketAddr,
+    pub broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Graceful shutdown; returns when everything is flushed.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// A token that shuts the server down when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+pub fn broker_options(args: &ServeArgs) -> BrokerOptions {
+    BrokerOptions {
+        mem_queue_size: args.mem_queue_size,
+        msg_timeout_ms: ms(args.msg_timeout),
+        max_msg_timeout_ms: ms(args.max_msg_timeout),
+        max_req_timeout_ms: ms(args.max_req_timeout),
+        commit: CommitOptions {
+            lazy_interval: args.finish_sync_interval,
+            ..CommitOptions::default()
+        },
+    }
+}
+
+pub fn store_options(args: &ServeArgs, sync_hook: Option<Arc<dyn SyncHook>>) -> StoreOptions {
+    let mut options = StoreOptions::new(&args.data_path);
+    options.durability = if args.unsafe_no_fsync {
+        Durability::NoFsync
+    } else {
+        Durability::Fsync
+    };
+    options.sync_hook = sync_hook;
+    options
+}
+
+/// Opens the data directory, binds the listener and starts serving.
+pub async fn start(
+    args: ServeArgs,
+    sync_hook: Option<Arc<dyn SyncHook>>,
+) -> anyhow::Result<Running> {
+    let store = store_options(&args, sync_hook);
+    let options = broker_options(&args);
+    let broker = tokio::task::spawn_blocking(move || Broker::open(store, options))
+        .await?
+        .with_context(|| format!("opening data path {}", args.data_path.display()))?;
+    let listener = TcpListener::bind(args.tcp_address)
+        .await
+        .with_context(|| format!("binding TCP {}", args.tcp_address))?;
+    let tcp_address = listener.local_addr()?;
+    tracing::info!(%tcp_address, data_path = %args.data_path.display(), fsync = !args.unsafe_no_fsync, "TCP: listening");
+    let shutdown = CancellationToken::new();
+    let settings = Arc::new(ConnectionSettings::from_args(&args));
+    let task = tokio::spawn(serve(listener, broker.clone(), settings, shutdown.clone()));
+    Ok(Running {
+        tcp_address,
+        broker,
+        shutdown,
+        task,
+    })
+}
+
+async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    settings: Arc<ConnectionSettings>,
+    shutdown: CancellationToken,
+) {
+    let timers = tokio::spawn(run_timers(broker.clone(), shutdown.clone()));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    let task = connection::serve(socket, peer, broker.clone(), settings.clone(), shutdown.child_token());
+                    connections.spawn(task);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        open = connections.len(),
+        "shutting down: draining connections"
+    );
+    let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("connections did not drain in time; closing them");
+        connections.shutdown().await;
+    }
+    timers.abort();
+    let closing = broker.clone();
+    let _ = tokio::task::spawn_blocking(move || closing.shutdown()).await;
+    tracing::info!("shutdown complete");
+}
+
+async fn run_timers(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(TIMER_PERIOD);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => broker.tick(),
+        }
+    }
+}

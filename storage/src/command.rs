@@ -1,0 +1,123 @@
+//! Commands: every durable state change, as a value.
+//!
+//! Applying the same sequence of commands to the same state gives the same
+//! state on any node ([`crate::StateMachine::apply`]). Wall-clock time appears
+//! only as a value inside a command (`timestamp_ns`, `deliver_at_ms`), never
+//! read while applying. Offsets and ids are assigned by the apply itself, in
+//! command order, so they too are a function of the sequence.
+
+use bytes::Bytes;
+
+/// A topic's id: assigned at creation, never reused.
+pub type TopicId = u64;
+/// A channel's id: assigned at creation, never reused.
+pub type ChannelId = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Creates the topic if no topic has this name.
+    CreateTopic { name: String },
+    /// Deletes the topic, its channels and its whole log.
+    DeleteTopic { topic: TopicId },
+    SetTopicPaused { topic: TopicId, paused: bool },
+    /// Creates the channel if the topic has none of this name. The first
+    /// channel of a topic starts at the backlog; later ones at the head.
+    CreateChannel {
+        topic: TopicId,
+        name: String,
+        ephemeral: bool,
+    },
+    DeleteChannel { channel: ChannelId },
+    SetChannelPaused { channel: ChannelId, paused: bool },
+    /// Appends messages to the topic's log, atomically.
+    Publish {
+        topic: TopicId,
+        timestamp_ns: i64,
+        /// 0, or not before this time (ms since the epoch).
+        deliver_at_ms: u64,
+        bodies: Vec<Bytes>,
+    },
+    /// Records deliveries: every offset below `delivered_up_to` that was
+    /// handed out for the first time, and explicit attempt counts for
+    /// redeliveries (and first deliveries of deferred messages).
+    Deliver {
+        channel: ChannelId,
+        delivered_up_to: u64,
+        redeliveries: Vec<(u64, u16)>,
+    },
+    /// Marks offsets finished; the ack floor advances over finished runs.
+    Finish { channel: ChannelId, offsets: Vec<u64> },
+    /// Puts a message back, not to be delivered before `deliver_at_ms`.
+    Requeue {
+        channel: ChannelId,
+        offset: u64,
+        attempts: u16,
+        deliver_at_ms: u64,
+    },
+}
+
+impl Command {
+    /// Approximate bytes this command adds to a batch (for batch limits).
+    pub fn weight_bytes(&self) -> usize {
+        match self {
+            Command::Publish { bodies, .. } => bodies.iter().map(|b| b.len() + 32).sum(),
+            Command::Deliver { redeliveries, .. } => 32 + redeliveries.len() * 32,
+            Command::Finish { offsets, .. } => 32 + offsets.len() * 32,
+            _ => 64,
+        }
+    }
+}
+
+/// How soon a command must reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// Somebody waits for it: commit with the next batch, no added wait.
+    Now,
+    /// May wait up to the committer's lazy interval to share a batch
+    /// (FIN, REQ: a crash in that window only causes a redelivery).
+    Lazy,
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    TopicCreated {
+        topic: TopicId,
+        created: bool,
+    },
+    TopicDeleted {
+        topic: TopicId,
+    },
+    TopicPaused {
+        topic: TopicId,
+        paused: bool,
+        handed_over: u64,
+    },
+    ChannelCreated {
+        topic: TopicId,
+        channel: ChannelId,
+        created: bool,
+        floor: u64,
+        handed_over: u64,
+    },
+    ChannelDeleted {
+        topic: TopicId,
+        channel: ChannelId,
+    },
+    ChannelPaused {
+        channel: ChannelId,
+        paused: bool,
+    },
+    Published {
+        topic: TopicId,
+        first_offset: u64,
+        count: u64,
+        handed_over: u64,
+    },
+    Delivered,
+    Finished {
+        channel: ChannelId,
+        floor: u64,
+    },
+    Requeued,
+}

@@ -1,0 +1,381 @@
+//! The RocksDB database under a data directory: opening and recovering it,
+//! reading the logs, and committing batches durably.
+//!
+//! A commit is `write` (WAL append, no sync) followed by an explicit WAL
+//! fsync. The [`SyncHook`] between the two is the seam where tests stall or
+//! fail the sync and check that nothing is acknowledged before it returns.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+
+use rocksdb::{
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
+    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+};
+
+use crate::error::StorageError;
+use crate::keys::{self, CF_CURSOR, CF_LOG, CF_META};
+use crate::record::{ChannelMeta, CursorRecord, MessageRecord, TopicMeta, FORMAT_VERSION};
+use crate::state::StateMachine;
+
+/// Whether a commit waits for the WAL fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The default: a commit returns after the WAL is fsynced.
+    Fsync,
+    /// UNSAFE, for comparison only: the WAL is written but not fsynced, so an
+    /// OS crash or power loss can lose acknowledged messages.
+    NoFsync,
+}
+
+/// Called after a batch is written and before the WAL is fsynced.
+pub trait SyncHook: Send + Sync {
+    /// An `Err` is treated exactly like a failed fsync.
+    fn before_sync(&self) -> Result<(), String>;
+}
+
+/// A [`SyncHook`] that lets a test hold syncs, release them, or make them fail.
+#[derive(Default)]
+pub struct SyncGate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    held: bool,
+    failure: Option<String>,
+    waiting: usize,
+    passed: u64,
+}
+
+impl SyncGate {
+    pub fn new() -> Arc<Self> {
+        Arc::new(SyncGate::default())
+    }
+
+    /// From now on, syncs block until [`SyncGate::release`].
+    pub fn hold(&self) {
+        self.state.lock().expect("gate lock").held = true;
+    }
+
+    pub fn release(&self) {
+        self.state.lock().expect("gate lock").held = false;
+        self.changed.notify_all();
+    }
+
+    /// From now on, syncs fail with `reason` (held ones too).
+    pub fn fail(&self, reason: &str) {
+        self.state.lock().expect("gate lock").failure = Some(reason.to_owned());
+        self.changed.notify_all();
+    }
+
+    /// How many syncs are blocked right now.
+    pub fn waiting(&self) -> usize {
+        self.state.lock().expect("gate lock").waiting
+    }
+
+    /// How many syncs have gone through the gate (successfully or not).
+    pub fn passed(&self) -> u64 {
+        self.state.lock().expect("gate lock").passed
+    }
+}
+
+impl SyncHook for SyncGate {
+    fn before_sync(&self) -> Result<(), String> {
+        let mut state = self.state.lock().expect("gate lock");
+        state.waiting += 1;
+        self.changed.notify_all();
+        while state.held && state.failure.is_none() {
+            state = self.changed.wait(state).expect("gate lock");
+        }
+        state.waiting -= 1;
+        state.passed += 1;
+        match &state.failure {
+            Some(reason) => Err(reason.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+pub struct StoreOptions {
+    pub path: PathBuf,
+    pub durability: Durability,
+    pub sync_hook: Option<Arc<dyn SyncHook>>,
+    /// See [`crate::state::DEFAULT_TRUNCATE_STEP`].
+    pub truncate_step: u64,
+}
+
+impl StoreOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StoreOptions {
+            path: path.into(),
+            durability: Durability::Fsync,
+            sync_hook: None,
+            truncate_step: crate::state::DEFAULT_TRUNCATE_STEP,
+        }
+    }
+}
+
+pub struct Store {
+    db: DB,
+    durability: Durability,
+    sync_hook: Option<Arc<dyn SyncHook>>,
+    path: PathBuf,
+}
+
+/// A `WriteBatch` with the column families resolved.
+pub struct Batch<'a> {
+    inner: WriteBatch,
+    meta: &'a ColumnFamily,
+    log: &'a ColumnFamily,
+    cursor: &'a ColumnFamily,
+}
+
+impl Batch<'_> {
+    pub fn put_meta(&mut self, key: &[u8], value: &[u8]) {
+        self.inner.put_cf(self.meta, key, value);
+    }
+    pub fn delete_meta(&mut self, key: &[u8]) {
+        self.inner.delete_cf(self.meta, key);
+    }
+    pub fn put_log(&mut self, key: &[u8], value: &[u8]) {
+        self.inner.put_cf(self.log, key, value);
+    }
+    pub fn delete_log_range(&mut self, from: &[u8], to: &[u8]) {
+        self.inner.delete_range_cf(self.log, from, to);
+    }
+    pub fn put_cursor(&mut self, key: &[u8], value: &[u8]) {
+        self.inner.put_cf(self.cursor, key, value);
+    }
+    pub fn delete_cursor(&mut self, key: &[u8]) {
+        self.inner.delete_cf(self.cursor, key);
+    }
+    pub fn delete_cursor_range(&mut self, from: &[u8], to: &[u8]) {
+        self.inner.delete_range_cf(self.cursor, from, to);
+    }
+    /// Bytes this batch will append to the WAL.
+    pub fn size_bytes(&self) -> usize {
+        self.inner.size_in_bytes()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+}
+
+fn db_options() -> Options {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    options.increase_parallelism(2);
+    options.set_keep_log_file_num(3);
+    options.set_max_total_wal_size(256 << 20);
+    options
+}
+
+fn log_options() -> Options {
+    let mut options = Options::default();
+    options.set_write_buffer_size(64 << 20);
+    options.set_max_write_buffer_number(3);
+    options.set_compression_type(DBCompressionType::Lz4);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_size(64 << 10);
+    options.set_block_based_table_factory(&table);
+    options
+}
+
+fn small_cf_options() -> Options {
+    let mut options = Options::default();
+    options.set_write_buffer_size(16 << 20);
+    options
+}
+
+impl Store {
+    /// Opens (or creates) the data directory and recovers the state machine.
+    pub fn open(options: StoreOptions) -> Result<(Store, StateMachine), StorageError> {
+        std::fs::create_dir_all(&options.path)
+            .map_err(|e| StorageError::Rocks(format!("create {}: {e}", options.path.display())))?;
+        let families = vec![
+            ColumnFamilyDescriptor::new(CF_META, small_cf_options()),
+            ColumnFamilyDescriptor::new(CF_LOG, log_options()),
+            ColumnFamilyDescriptor::new(CF_CURSOR, small_cf_options()),
+        ];
+        let db = DB::open_cf_descriptors(&db_options(), &options.path, families)?;
+        let store = Store {
+            db,
+            durability: options.durability,
+            sync_hook: options.sync_hook,
+            path: options.path,
+        };
+        store.check_format()?;
+        let state = store.recover(options.truncate_step)?;
+        Ok((store, state))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db.cf_handle(name).expect("column family opened at start")
+    }
+
+    fn check_format(&self) -> Result<(), StorageError> {
+        let meta = self.cf(CF_META);
+        match self.db.get_cf(meta, keys::META_FORMAT)? {
+            Some(raw) => {
+                let found = raw
+                    .as_slice()
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StorageError::Corrupt {
+                        what: "format version",
+                        detail: format!("{} bytes", raw.len()),
+                    })?;
+                if found != FORMAT_VERSION {
+                    return Err(StorageError::UnsupportedFormat {
+                        found,
+                        expected: FORMAT_VERSION,
+                    });
+                }
+                Ok(())
+            }
+            None => {
+                let mut batch = self.batch();
+                batch.put_meta(keys::META_FORMAT, &FORMAT_VERSION.to_be_bytes());
+                self.commit(batch)
+            }
+        }
+    }
+
+    fn recover(&self, truncate_step: u64) -> Result<StateMachine, StorageError> {
+        let mut next_id = 1;
+        let mut topics = Vec::new();
+        let mut channels = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_META), IteratorMode::Start) {
+            let (key, value) = item?;
+            let corrupt = || StorageError::Corrupt {
+                what: "meta key",
+                detail: format!("{key:?}"),
+            };
+            match key.first() {
+                Some(&keys::META_TOPIC_PREFIX) => {
+                    let id = keys::meta_id(&key).ok_or_else(corrupt)?;
+                    topics.push((id, TopicMeta::decode(&value)?));
+                }
+                Some(&keys::META_CHANNEL_PREFIX) => {
+                    let id = keys::meta_id(&key).ok_or_else(corrupt)?;
+                    channels.push((id, ChannelMeta::decode(&value)?));
+                }
+                _ if &*key == keys::META_NEXT_ID => {
+                    next_id = u64::from_be_bytes((*value).try_into().map_err(|_| corrupt())?);
+                }
+                _ => {}
+            }
+        }
+        let mut records = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_CURSOR), IteratorMode::Start) {
+            let (key, value) = item?;
+            let (channel, offset) = keys::split_id_offset(&key).ok_or(StorageError::Corrupt {
+                what: "cursor key",
+                detail: format!("{key:?}"),
+            })?;
+            records.push((channel, offset, CursorRecord::decode(&value)?));
+        }
+        let state = StateMachine::recover(truncate_step, next_id, topics, channels, records);
+        state.check_invariants();
+        Ok(state)
+    }
+
+    /// An empty batch for [`StateMachine::apply`].
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            inner: WriteBatch::default(),
+            meta: self.cf(CF_META),
+            log: self.cf(CF_LOG),
+            cursor: self.cf(CF_CURSOR),
+        }
+    }
+
+    /// Writes the batch and, unless durability is off, fsyncs the WAL.
+    /// Returns only once the batch is durable (or the write failed).
+    pub fn commit(&self, batch: Batch) -> Result<(), StorageError> {
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(false);
+        self.db.write_opt(batch.inner, &write_options)?;
+        if let Some(hook) = &self.sync_hook {
+            hook.before_sync().map_err(StorageError::Sync)?;
+        }
+        match self.durability {
+            Durability::Fsync => self
+                .db
+                .flush_wal(true)
+                .map_err(|e| StorageError::Sync(e.into_string())),
+            Durability::NoFsync => Ok(()),
+        }
+    }
+
+    /// Up to `limit` log entries of `topic` at offsets `>= from`, in order.
+    pub fn read_log(
+        &self,
+        topic: u64,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, MessageRecord)>, StorageError> {
+        let mut read_options = ReadOptions::default();
+        read_options.set_iterate_upper_bound(keys::id_offset(topic + 1, 0).to_vec());
+        let start = keys::id_offset(topic, from);
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        let mut entries = Vec::with_capacity(limit.min(4096));
+        for item in self.db.iterator_cf_opt(self.cf(CF_LOG), read_options, mode) {
+            if entries.len() >= limit {
+                break;
+            }
+            let (key, value) = item?;
+            let (_, offset) = keys::split_id_offset(&key).ok_or(StorageError::Corrupt {
+                what: "log key",
+                detail: format!("{key:?}"),
+            })?;
+            entries.push((offset, MessageRecord::decode(&value)?));
+        }
+        Ok(entries)
+    }
+
+    /// One log entry, if still stored.
+    pub fn read_message(&self, topic: u64, offset: u64) -> Result<Option<MessageRecord>, StorageError> {
+        let raw = self.db.get_cf(self.cf(CF_LOG), keys::id_offset(topic, offset))?;
+        raw.map(|raw| MessageRecord::decode(&raw)).transpose()
+    }
+
+    /// Every key and value of every column family, in order (for tests).
+    pub fn dump(&self) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        for name in [CF_META, CF_LOG, CF_CURSOR] {
+            for item in self.db.iterator_cf(self.cf(name), IteratorMode::Start) {
+                let (key, value) = item.expect("dump read");
+                out.push((name, key.to_vec(), value.to_vec()));
+            }
+        }
+        out
+    }
+
+    /// Live SST bytes plus WAL bytes: what the data directory holds.
+    pub fn disk_size_bytes(&self) -> u64 {
+        let sst: u64 = [CF_META, CF_LOG, CF_CURSOR]
+            .iter()
+            .filter_map(|name| {
+                self.db
+                    .property_int_value_cf(self.cf(name), "rocksdb.total-sst-files-size")
+                    .ok()
+                    .flatten()
+            })
+            .sum();
+        let wal = self
+            .db
+            .property_int_value("rocksdb.total-wal-size")
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        sst + wal
+    }
+}

@@ -85,6 +85,8 @@ impl CommandGate for StateGate {
 /// Replies a pipelining client may have outstanding before we stop reading.
 const MAX_PENDING_REPLIES: usize = 1024;
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+/// How long a closed connection keeps draining the client's input.
+const LINGER_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Everything a connection needs from the flags.
 #[derive(Debug, Clone)]
@@ -218,12 +220,23 @@ pub async fn serve(
         CommandCodec::with_gate(reader.settings.limits, gate),
     );
     let writer = Writer::new(write_half, DEFAULT_HEARTBEAT);
-    tokio::join!(
+    let (commands, ()) = tokio::join!(
         reader.run(codec, shutdown, writer_done.clone()),
         writer.run(replies, outbound, writer_done),
     );
     broker.unregister_client(client);
+    linger(commands.into_inner()).await;
     tracing::debug!(%peer, client, "client disconnected");
+}
+
+/// Reads and discards what the client still sends, until it closes or
+/// [`LINGER_DEADLINE`] passes. Closing a socket with unread input makes the
+/// kernel send RST, which destroys replies the client has not read yet (the
+/// `OK`s of a pipelining publisher at shutdown, or a fatal error frame).
+async fn linger(mut socket: OwnedReadHalf) {
+    let mut sink = [0u8; 4096];
+    let drain = async { while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(LINGER_DEADLINE, drain).await;
 }
 
 struct Reader {
@@ -243,6 +256,17 @@ impl Reader {
         mut commands: CommandStream,
         shutdown: CancellationToken,
         writer_done: CancellationToken,
+    ) -> CommandStream {
+        self.read_commands(&mut commands, shutdown, writer_done)
+            .await;
+        commands
+    }
+
+    async fn read_commands(
+        &mut self,
+        commands: &mut CommandStream,
+        shutdown: CancellationToken,
+        writer_done: CancellationToken,
     ) {
         loop {
             // Read deadline: two heartbeat intervals of silence close the connection.
@@ -253,7 +277,12 @@ impl Reader {
                 next = tokio::time::timeout(deadline, commands.next()) => next,
             };
             let reply = match next {
-                Err(_) | Ok(None) => return,
+                // A deadline inside a command gets nsqd's "failed to read" error.
+                Err(_) => match commands.decoder().read_failure() {
+                    Some(error) => Some(self.fail(error)),
+                    None => return,
+                },
+                Ok(None) => return,
                 Ok(Some(Err(error))) if error.is_silent_close() => return,
                 Ok(Some(Err(error))) => Some(self.fail(error)),
                 Ok(Some(Ok(command))) => self.handle(command).await,
@@ -446,6 +475,8 @@ struct Writer {
 
 enum Step {
     Continue,
+    /// The heartbeat interval changed (IDENTIFY): re-arm the timer.
+    Reconfigured,
     Stop,
 }
 
@@ -485,6 +516,10 @@ impl Writer {
                     self.write_frame(&response(b"_heartbeat_")).await
                 }
             };
+            if matches!(step, Step::Reconfigured) {
+                beat.as_mut()
+                    .reset(tokio::time::Instant::now() + self.heartbeat_period());
+            }
             if matches!(step, Step::Stop) || (!replies_open && pending.is_empty()) {
                 break;
             }
@@ -531,7 +566,10 @@ impl Writer {
             } => {
                 self.heartbeat = heartbeat;
                 self.output_buffer_size_bytes = output_buffer_size_bytes.max(1);
-                self.write_frame(&frame).await
+                match self.write_frame(&frame).await {
+                    Step::Continue => Step::Reconfigured,
+                    other => other,
+                }
             }
         }
     }

@@ -16,10 +16,17 @@ pub type ChannelId = u64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Creates the topic if no topic has this name.
-    CreateTopic { name: String },
+    CreateTopic {
+        name: String,
+    },
     /// Deletes the topic, its channels and its whole log.
-    DeleteTopic { topic: TopicId },
-    SetTopicPaused { topic: TopicId, paused: bool },
+    DeleteTopic {
+        topic: TopicId,
+    },
+    SetTopicPaused {
+        topic: TopicId,
+        paused: bool,
+    },
     /// Creates the channel if the topic has none of this name. The first
     /// channel of a topic starts at the backlog; later ones at the head.
     CreateChannel {
@@ -27,8 +34,13 @@ pub enum Command {
         name: String,
         ephemeral: bool,
     },
-    DeleteChannel { channel: ChannelId },
-    SetChannelPaused { channel: ChannelId, paused: bool },
+    DeleteChannel {
+        channel: ChannelId,
+    },
+    SetChannelPaused {
+        channel: ChannelId,
+        paused: bool,
+    },
     /// Appends messages to the topic's log, atomically.
     Publish {
         topic: TopicId,
@@ -46,7 +58,10 @@ pub enum Command {
         redeliveries: Vec<(u64, u16)>,
     },
     /// Marks offsets finished; the ack floor advances over finished runs.
-    Finish { channel: ChannelId, offsets: Vec<u64> },
+    Finish {
+        channel: ChannelId,
+        offsets: Vec<u64>,
+    },
     /// Puts a message back, not to be delivered before `deliver_at_ms`.
     Requeue {
         channel: ChannelId,

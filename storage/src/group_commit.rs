@@ -218,7 +218,8 @@ impl Worker {
             return;
         }
         if let Some(error) = &self.poisoned {
-            let error = StorageError::Sync(format!("storage failed earlier, writes refused: {error}"));
+            let error =
+                StorageError::Sync(format!("storage failed earlier, writes refused: {error}"));
             for pending in items {
                 (pending.done)(Err(CommitError::Storage(error.clone())));
             }
@@ -260,8 +261,12 @@ impl Worker {
         self.stats
             .commands_total
             .fetch_add(commands as u64, Ordering::Relaxed);
-        self.stats.bytes_total.fetch_add(size_bytes, Ordering::Relaxed);
-        self.stats.sync_micros_total.fetch_add(micros, Ordering::Relaxed);
+        self.stats
+            .bytes_total
+            .fetch_add(size_bytes, Ordering::Relaxed);
+        self.stats
+            .sync_micros_total
+            .fetch_add(micros, Ordering::Relaxed);
         self.stats.last_sync_micros.store(micros, Ordering::Relaxed);
     }
 }

@@ -86,7 +86,9 @@ impl StateMachine {
             if let Some(topic) = state.topics.get_mut(&meta.topic_id) {
                 topic.channels.insert(id);
                 let records = BTreeMap::new();
-                state.channels.insert(id, ChannelState { id, meta, records });
+                state
+                    .channels
+                    .insert(id, ChannelState { id, meta, records });
             }
         }
         for (channel, offset, record) in records {
@@ -290,7 +292,10 @@ impl StateMachine {
     }
 
     fn delete_channel(&mut self, id: ChannelId, batch: &mut Batch) -> Result<Outcome, ApplyError> {
-        let channel = self.channels.remove(&id).ok_or(ApplyError::UnknownChannel)?;
+        let channel = self
+            .channels
+            .remove(&id)
+            .ok_or(ApplyError::UnknownChannel)?;
         let topic_id = channel.meta.topic_id;
         self.dirty_channels.remove(&id);
         Self::erase_channel(id, batch);
@@ -310,7 +315,10 @@ impl StateMachine {
     }
 
     fn set_channel_paused(&mut self, id: ChannelId, paused: bool) -> Result<Outcome, ApplyError> {
-        let channel = self.channels.get_mut(&id).ok_or(ApplyError::UnknownChannel)?;
+        let channel = self
+            .channels
+            .get_mut(&id)
+            .ok_or(ApplyError::UnknownChannel)?;
         channel.meta.paused = paused;
         self.dirty_channels.insert(id);
         Ok(Outcome::ChannelPaused {
@@ -521,14 +529,20 @@ impl StateMachine {
         for topic in self.topics.values() {
             let meta = &topic.meta;
             assert!(meta.log_start <= meta.handed_over.max(meta.log_start));
-            assert!(meta.handed_over <= meta.next_offset, "handed over past head");
+            assert!(
+                meta.handed_over <= meta.next_offset,
+                "handed over past head"
+            );
             assert_eq!(self.topic_ids.get(&meta.name), Some(&topic.id));
             for id in &topic.channels {
                 let channel = &self.channels[id];
                 let c = &channel.meta;
                 assert_eq!(c.topic_id, topic.id);
                 assert!(c.floor <= c.delivered_up_to, "floor past delivery cursor");
-                assert!(c.delivered_up_to <= meta.handed_over, "delivered past handover");
+                assert!(
+                    c.delivered_up_to <= meta.handed_over,
+                    "delivered past handover"
+                );
                 if !c.ephemeral {
                     assert!(meta.log_start <= c.floor, "log truncated above a floor");
                 }
@@ -540,7 +554,10 @@ impl StateMachine {
         }
         assert_eq!(
             self.channels.len(),
-            self.topics.values().map(|t| t.channels.len()).sum::<usize>()
+            self.topics
+                .values()
+                .map(|t| t.channels.len())
+                .sum::<usize>()
         );
     }
 }

@@ -217,7 +217,9 @@ impl Store {
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {
-        self.db.cf_handle(name).expect("column family opened at start")
+        self.db
+            .cf_handle(name)
+            .expect("column family opened at start")
     }
 
     fn check_format(&self) -> Result<(), StorageError> {
@@ -342,8 +344,14 @@ impl Store {
     }
 
     /// One log entry, if still stored.
-    pub fn read_message(&self, topic: u64, offset: u64) -> Result<Option<MessageRecord>, StorageError> {
-        let raw = self.db.get_cf(self.cf(CF_LOG), keys::id_offset(topic, offset))?;
+    pub fn read_message(
+        &self,
+        topic: u64,
+        offset: u64,
+    ) -> Result<Option<MessageRecord>, StorageError> {
+        let raw = self
+            .db
+            .get_cf(self.cf(CF_LOG), keys::id_offset(topic, offset))?;
         raw.map(|raw| MessageRecord::decode(&raw)).transpose()
     }
 

@@ -29,14 +29,21 @@ fn crash_child_writer() {
     store.commit(batch).unwrap();
     for round in 0u64.. {
         let mut batch = store.batch();
-        let bodies = (0..50).map(|i| Bytes::from(format!("{round}-{i}"))).collect();
+        let bodies = (0..50)
+            .map(|i| Bytes::from(format!("{round}-{i}")))
+            .collect();
         let publish = Command::Publish {
             topic,
             timestamp_ns: 1,
             deliver_at_ms: 0,
             bodies,
         };
-        let Ok(Outcome::Published { first_offset, count, .. }) = state.apply(&publish, &mut batch) else {
+        let Ok(Outcome::Published {
+            first_offset,
+            count,
+            ..
+        }) = state.apply(&publish, &mut batch)
+        else {
             panic!("publish");
         };
         state.flush_dirty(&mut batch);
@@ -49,7 +56,12 @@ fn crash_child_writer() {
 fn sigkill_mid_write_keeps_every_committed_batch() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Process::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -69,7 +81,10 @@ fn sigkill_mid_write_keeps_every_committed_batch() {
     let (store, state) = Store::open(StoreOptions::new(dir.path())).unwrap();
     let topic = state.topic_id("t").unwrap();
     let next_offset = state.topic(topic).unwrap().meta.next_offset;
-    assert!(next_offset >= acknowledged, "head {next_offset} below acknowledged {acknowledged}");
+    assert!(
+        next_offset >= acknowledged,
+        "head {next_offset} below acknowledged {acknowledged}"
+    );
     let log = store.read_log(topic, 0, usize::MAX).unwrap();
     assert_eq!(log.len() as u64, next_offset, "no hole in the log");
     for (expected, (offset, _)) in log.iter().enumerate() {

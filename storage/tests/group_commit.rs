@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ledgerq_storage::{
-    CommitError, CommitOptions, Command, GroupCommitter, Outcome, Store, StoreOptions, SyncGate,
+    Command, CommitError, CommitOptions, GroupCommitter, Outcome, Store, StoreOptions, SyncGate,
     Urgency,
 };
 
@@ -53,7 +53,9 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 fn create_topic(committer: &GroupCommitter) -> u64 {
-    let reply = submit(committer, Command::CreateTopic { name: "t".into() }).recv().unwrap();
+    let reply = submit(committer, Command::CreateTopic { name: "t".into() })
+        .recv()
+        .unwrap();
     match reply.unwrap() {
         Outcome::TopicCreated { topic, .. } => topic,
         other => panic!("{other:?}"),
@@ -71,16 +73,29 @@ fn no_completion_before_the_sync_returns() {
     // The batch is written and its sync is blocked: no answer may exist yet.
     assert!(matches!(reply.try_recv(), Err(mpsc::TryRecvError::Empty)));
     // Commands arriving meanwhile queue up for the next batch.
-    let later: Vec<_> = (0..20).map(|_| submit(&committer, publish(topic))).collect();
+    let later: Vec<_> = (0..20)
+        .map(|_| submit(&committer, publish(topic)))
+        .collect();
     assert!(later.iter().all(|r| r.try_recv().is_err()));
     gate.release();
-    assert!(matches!(reply.recv().unwrap(), Ok(Outcome::Published { first_offset: 0, .. })));
+    assert!(matches!(
+        reply.recv().unwrap(),
+        Ok(Outcome::Published {
+            first_offset: 0,
+            ..
+        })
+    ));
     for r in later {
         assert!(r.recv().unwrap().is_ok());
     }
     let stats = committer.stats();
-    let batches = stats.batches_total.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(batches < 23, "20 waiting publishes shared batches ({batches} batches)");
+    let batches = stats
+        .batches_total
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        batches < 23,
+        "20 waiting publishes shared batches ({batches} batches)"
+    );
 }
 
 #[test]
@@ -107,8 +122,14 @@ fn after_shutdown_submissions_are_answered_closed() {
     let topic = create_topic(&committer);
     let queued = submit(&committer, publish(topic));
     committer.shutdown();
-    assert!(queued.recv().unwrap().is_ok(), "queued work is committed before stopping");
-    assert_eq!(submit(&committer, publish(topic)).recv().unwrap(), Err(CommitError::Closed));
+    assert!(
+        queued.recv().unwrap().is_ok(),
+        "queued work is committed before stopping"
+    );
+    assert_eq!(
+        submit(&committer, publish(topic)).recv().unwrap(),
+        Err(CommitError::Closed)
+    );
 }
 
 #[test]
@@ -126,5 +147,8 @@ fn lazy_commands_wait_at_most_the_interval() {
     );
     assert!(receiver.recv().unwrap().is_ok());
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(100), "a lone lazy command waits for company ({waited:?})");
+    assert!(
+        waited >= Duration::from_millis(100),
+        "a lone lazy command waits for company ({waited:?})"
+    );
 }

@@ -78,7 +78,9 @@ fn command(state: &StateMachine, op: &Op) -> Option<Command> {
             topic: pick(&topics, t)?,
             timestamp_ns: 1_000 + i64::from(n),
             deliver_at_ms: if deferred { 5_000 } else { 0 },
-            bodies: (0..n).map(|i| Bytes::from(vec![i; usize::from(n)])).collect(),
+            bodies: (0..n)
+                .map(|i| Bytes::from(vec![i; usize::from(n)]))
+                .collect(),
         },
         Op::Deliver(c, k) => {
             let channel = pick(&channels, c)?;

@@ -26,7 +26,10 @@ impl Fixture {
 
     fn apply(&mut self, command: Command) -> Outcome {
         let mut batch = self.store.batch();
-        let outcome = self.state.apply(&command, &mut batch).expect("command applies");
+        let outcome = self
+            .state
+            .apply(&command, &mut batch)
+            .expect("command applies");
         self.state.flush_dirty(&mut batch);
         self.store.commit(batch).unwrap();
         self.state.check_invariants();
@@ -76,14 +79,22 @@ fn first_channel_gets_the_backlog_later_channels_start_at_the_head() {
     let mut f = Fixture::new();
     let topic = f.topic("orders");
     f.publish(topic, 3);
-    assert_eq!(f.state.topic(topic).unwrap().meta.handed_over, 0, "no channel yet: messages wait in the topic");
+    assert_eq!(
+        f.state.topic(topic).unwrap().meta.handed_over,
+        0,
+        "no channel yet: messages wait in the topic"
+    );
     let (_, first_floor) = f.channel(topic, "billing");
     assert_eq!(first_floor, 0);
     assert_eq!(f.state.topic(topic).unwrap().meta.handed_over, 3);
     let (_, second_floor) = f.channel(topic, "audit");
     assert_eq!(second_floor, 3);
     let (again, _) = f.channel(topic, "billing");
-    assert_eq!(f.state.channels().filter(|c| c.id == again).count(), 1, "create is idempotent");
+    assert_eq!(
+        f.state.channels().filter(|c| c.id == again).count(),
+        1,
+        "create is idempotent"
+    );
 }
 
 #[test]
@@ -91,10 +102,16 @@ fn paused_topic_holds_messages_until_unpaused() {
     let mut f = Fixture::new();
     let topic = f.topic("orders");
     f.channel(topic, "c");
-    f.apply(Command::SetTopicPaused { topic, paused: true });
+    f.apply(Command::SetTopicPaused {
+        topic,
+        paused: true,
+    });
     f.publish(topic, 2);
     assert_eq!(f.state.topic(topic).unwrap().meta.handed_over, 0);
-    match f.apply(Command::SetTopicPaused { topic, paused: false }) {
+    match f.apply(Command::SetTopicPaused {
+        topic,
+        paused: false,
+    }) {
         Outcome::TopicPaused { handed_over, .. } => assert_eq!(handed_over, 2),
         other => panic!("{other:?}"),
     }
@@ -122,15 +139,28 @@ fn floor_advances_over_out_of_order_finishes_and_the_log_is_truncated() {
         offsets: vec![0],
     });
     assert_eq!(f.floor(channel), 3);
-    assert_eq!(f.state.channel(channel).unwrap().records.len(), 1, "records below the floor are deleted");
+    assert_eq!(
+        f.state.channel(channel).unwrap().records.len(),
+        1,
+        "records below the floor are deleted"
+    );
     f.apply(Command::Finish {
         channel,
         offsets: vec![3, 5, 6, 7],
     });
     assert_eq!(f.floor(channel), 8);
     let log_start = f.state.topic(topic).unwrap().meta.log_start;
-    assert_eq!(log_start, 8, "step of 4 reached: the log below the floor is deleted");
-    let remaining: Vec<u64> = f.store.read_log(topic, 0, 100).unwrap().into_iter().map(|(o, _)| o).collect();
+    assert_eq!(
+        log_start, 8,
+        "step of 4 reached: the log below the floor is deleted"
+    );
+    let remaining: Vec<u64> = f
+        .store
+        .read_log(topic, 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
     assert_eq!(remaining, vec![8, 9]);
 }
 
@@ -142,7 +172,13 @@ fn finishing_beyond_the_hand_over_point_is_refused_without_writing() {
     f.publish(topic, 1);
     let before = f.store.dump();
     let mut batch = f.store.batch();
-    let result = f.state.apply(&Command::Finish { channel, offsets: vec![5] }, &mut batch);
+    let result = f.state.apply(
+        &Command::Finish {
+            channel,
+            offsets: vec![5],
+        },
+        &mut batch,
+    );
     assert!(result.is_err());
     assert!(batch.is_empty());
     assert_eq!(f.store.dump(), before);
@@ -154,11 +190,19 @@ fn delete_topic_removes_log_channels_and_cursor_records() {
     let topic = f.topic("orders");
     let (channel, _) = f.channel(topic, "c");
     f.publish(topic, 3);
-    f.apply(Command::Finish { channel, offsets: vec![2] });
+    f.apply(Command::Finish {
+        channel,
+        offsets: vec![2],
+    });
     f.apply(Command::DeleteTopic { topic });
     assert!(f.state.topic(topic).is_none());
     assert!(f.state.channel(channel).is_none());
-    let left: Vec<_> = f.store.dump().into_iter().filter(|(cf, _, _)| *cf != "meta").collect();
+    let left: Vec<_> = f
+        .store
+        .dump()
+        .into_iter()
+        .filter(|(cf, _, _)| *cf != "meta")
+        .collect();
     assert!(left.is_empty(), "log and cursor entries remain: {left:?}");
     let again = f.topic("orders");
     assert_ne!(again, topic, "ids are never reused");
@@ -173,7 +217,9 @@ fn unknown_format_version_is_a_clear_error() {
         batch.put_meta(b"F", &99u32.to_be_bytes());
         store.commit(batch).unwrap();
     }
-    let error = Store::open(StoreOptions::new(dir.path())).err().expect("refused");
+    let error = Store::open(StoreOptions::new(dir.path()))
+        .err()
+        .expect("refused");
     assert_eq!(
         error.to_string(),
         "data directory has format version 99; this build reads version 1"

@@ -220,11 +220,13 @@ pub async fn serve(
         CommandCodec::with_gate(reader.settings.limits, gate),
     );
     let writer = Writer::new(write_half, DEFAULT_HEARTBEAT);
-    let (commands, ()) = tokio::join!(
+    let (commands, mut socket) = tokio::join!(
         reader.run(codec, shutdown, writer_done.clone()),
         writer.run(replies, outbound, writer_done),
     );
+    // In-flight messages are ready again before the client sees the close.
     broker.unregister_client(client);
+    let _ = socket.shutdown().await;
     linger(commands.into_inner()).await;
     tracing::debug!(%peer, client, "client disconnected");
 }
@@ -495,7 +497,7 @@ impl Writer {
         mut replies: mpsc::Receiver<PendingReply>,
         mut outbound: mpsc::UnboundedReceiver<Outbound>,
         done: CancellationToken,
-    ) {
+    ) -> BufWriter<OwnedWriteHalf> {
         let mut pending = FuturesOrdered::new();
         let mut replies_open = true;
         let mut beat = Box::pin(tokio::time::sleep(self.heartbeat_period()));
@@ -525,7 +527,7 @@ impl Writer {
             }
         }
         done.cancel();
-        let _ = self.socket.shutdown().await;
+        self.socket
     }
 
     fn heartbeat_period(&self) -> Duration {

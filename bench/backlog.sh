@@ -12,4 +12,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ledgerq/target}"
 cargo build --release -p ledgerq -p ledgerq-bench
-exec "$CARGO_TARGET_DIR/release/backlog" "$@"
+LEDGERQ_BENCH_SCRIPT=bench/backlog.sh exec "$CARGO_TARGET_DIR/release/backlog" "$@"

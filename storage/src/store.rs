@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 use rocksdb::{
-    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
     IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 
@@ -163,8 +163,15 @@ impl Batch<'_> {
     }
 }
 
+/// All memtables of all column families together stay below this, whatever
+/// the disk's flush speed: the server's memory is bounded, not the backlog.
+const MEMTABLE_BUDGET_BYTES: usize = 128 << 20;
+/// One block cache shared by every column family.
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
+
 fn db_options() -> Options {
     let mut options = Options::default();
+    options.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
     options.create_if_missing(true);
     options.create_missing_column_families(true);
     options.increase_parallelism(2);
@@ -173,20 +180,26 @@ fn db_options() -> Options {
     options
 }
 
-fn log_options() -> Options {
+fn table_options(cache: &Cache) -> BlockBasedOptions {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_size(64 << 10);
+    table.set_block_cache(cache);
+    table
+}
+
+fn log_options(cache: &Cache) -> Options {
     let mut options = Options::default();
     options.set_write_buffer_size(64 << 20);
     options.set_max_write_buffer_number(3);
     options.set_compression_type(DBCompressionType::Lz4);
-    let mut table = BlockBasedOptions::default();
-    table.set_block_size(64 << 10);
-    options.set_block_based_table_factory(&table);
+    options.set_block_based_table_factory(&table_options(cache));
     options
 }
 
-fn small_cf_options() -> Options {
+fn small_cf_options(cache: &Cache) -> Options {
     let mut options = Options::default();
     options.set_write_buffer_size(16 << 20);
+    options.set_block_based_table_factory(&table_options(cache));
     options
 }
 
@@ -195,10 +208,11 @@ impl Store {
     pub fn open(options: StoreOptions) -> Result<(Store, StateMachine), StorageError> {
         std::fs::create_dir_all(&options.path)
             .map_err(|e| StorageError::Rocks(format!("create {}: {e}", options.path.display())))?;
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let families = vec![
-            ColumnFamilyDescriptor::new(CF_META, small_cf_options()),
-            ColumnFamilyDescriptor::new(CF_LOG, log_options()),
-            ColumnFamilyDescriptor::new(CF_CURSOR, small_cf_options()),
+            ColumnFamilyDescriptor::new(CF_META, small_cf_options(&cache)),
+            ColumnFamilyDescriptor::new(CF_LOG, log_options(&cache)),
+            ColumnFamilyDescriptor::new(CF_CURSOR, small_cf_options(&cache)),
         ];
         let db = DB::open_cf_descriptors(&db_options(), &options.path, families)?;
         let store = Store {

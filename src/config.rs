@@ -35,6 +35,15 @@ pub struct ServeArgs {
     #[arg(long, default_value = "0.0.0.0:4150")]
     pub tcp_address: SocketAddr,
 
+    /// <addr>:<port> to listen on for HTTP clients (nsqd's HTTP API).
+    #[arg(long, default_value = DEFAULT_HTTP_ADDRESS)]
+    pub http_address: SocketAddr,
+
+    /// How long an HTTP client may take to send a request's headers, or stay
+    /// silent while sending its body, before it is cut off.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub http_read_timeout: Duration,
+
     /// Directory of the RocksDB database holding every topic's log.
     #[arg(long, default_value = "ledgerq-data")]
     pub data_path: PathBuf,
@@ -117,6 +126,9 @@ impl ServeArgs {
         }
     }
 }
+
+/// nsqd's default HTTP address, used when `--http-address` is not given.
+pub const DEFAULT_HTTP_ADDRESS: &str = "0.0.0.0:4151";
 
 /// A duration in whole milliseconds.
 pub fn ms(duration: Duration) -> u64 {

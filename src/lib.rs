@@ -4,6 +4,7 @@
 //! - [`broker`]: topics, channels, clients and delivery, over the storage
 //!   crate's state machine and group committer.
 //! - [`connection`]: one client connection, top to bottom like the spec.
+//! - [`http`]: nsqd's HTTP API (`/pub`, `/mpub`, `/info`, ...).
 //! - [`server`]: the accept loop, timers and graceful shutdown.
 //! - [`config`]: command-line flags (nsqd's names and defaults).
 
@@ -11,5 +12,6 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod http;
 pub mod protocol;
 pub mod server;

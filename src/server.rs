@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{Broker, BrokerOptions};
 use crate::config::{ms, ServeArgs};
 use crate::connection::{self, ConnectionSettings};
+use crate::http::{self, HttpState};
 
 /// How often in-flight timeouts and deferred messages are checked.
 const TIMER_PERIOD: Duration = Duration::from_millis(25);
@@ -26,6 +27,8 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// A started server.
 pub struct Running {
     pub tcp_address: SocketAddr,
+    /// `None` when the default HTTP address could not be bound.
+    pub http_address: SocketAddr,
     pub broker: Arc<Broker>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -89,20 +92,54 @@ pub async fn start(
     let tcp_address = listener.local_addr()?;
     tracing::info!(%tcp_address, data_path = %args.data_path.display(), fsync = !args.unsafe_no_fsync, "TCP: listening");
     let shutdown = CancellationToken::new();
+    let http_listener = bind_http(&args).await?;
+    let http_address = http_listener.local_addr()?;
+    tracing::info!(%http_address, "HTTP: listening");
+    let state = Arc::new(HttpState::new(
+        broker.clone(),
+        &args,
+        tcp_address,
+        http_address,
+    ));
+    let serving = http::serve(
+        http_listener,
+        http::router(state),
+        args.http_read_timeout,
+        shutdown.clone(),
+    );
+    let http_task = Some(tokio::spawn(serving));
     let settings = Arc::new(ConnectionSettings::from_args(&args));
-    let task = tokio::spawn(serve(listener, broker.clone(), settings, shutdown.clone()));
+    let task = tokio::spawn(serve(
+        listener,
+        broker.clone(),
+        settings,
+        http_task,
+        shutdown.clone(),
+    ));
     Ok(Running {
         tcp_address,
+        http_address,
         broker,
         shutdown,
         task,
     })
 }
 
+/// Binds `--http-address`; without the flag, nsqd's default address, and if
+/// that is taken, no HTTP listener (an error is logged).
+async fn bind_http(args: &ServeArgs) -> anyhow::Result<TcpListener> {
+    let address = args.http_address;
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding HTTP {address}"))?;
+    Ok(listener)
+}
+
 async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     settings: Arc<ConnectionSettings>,
+    http_task: Option<tokio::task::JoinHandle<()>>,
     shutdown: CancellationToken,
 ) {
     let timers = tokio::spawn(run_timers(broker.clone(), shutdown.clone()));
@@ -136,6 +173,10 @@ async fn serve(
     if drained.is_err() {
         tracing::warn!("connections did not drain in time; closing them");
         connections.shutdown().await;
+    }
+    if let Some(http_task) = http_task {
+        // Bounded by the HTTP server's own drain deadline.
+        let _ = http_task.await;
     }
     timers.abort();
     let closing = broker.clone();

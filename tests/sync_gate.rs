@@ -26,6 +26,7 @@ use ledgerq_storage::{SyncGate, SyncHook};
 fn serve_args(dir: &Path) -> ServeArgs {
     let mut args = ServeArgs::defaults();
     args.tcp_address = "127.0.0.1:0".parse().unwrap();
+    args.http_address = "127.0.0.1:0".parse().unwrap();
     args.data_path = dir.to_path_buf();
     args
 }

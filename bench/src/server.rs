@@ -34,6 +34,7 @@ impl ServerCommand {
         let mut args = vec![
             "serve".to_string(),
             format!("--tcp-address={}", self.tcp_address),
+            "--http-address=127.0.0.1:0".to_string(),
             format!("--data-path={}", self.data_path.display()),
         ];
         args.extend(self.extra_args.iter().cloned());

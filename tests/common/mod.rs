@@ -27,6 +27,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ledgerq"))
             .arg("serve")
             .arg("--tcp-address=127.0.0.1:0")
+            .arg("--http-address=127.0.0.1:0")
             .arg(format!("--data-path={}", data_dir.display()))
             .args(extra_args)
             .stdin(Stdio::null())

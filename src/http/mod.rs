@@ -1,0 +1,183 @@
+//! nsqd's HTTP API (reference §2) on its own listener (`--http-address`).
+//!
+//! - [`response`]: the V1 response and error shapes and headers;
+//! - [`query`]: query-string parameters, read as nsqd reads them;
+//! - [`publish`]: `/pub` and `/mpub`, answered `OK` only once fsynced;
+//! - [`topology`]: `/topic/create` and `/channel/create`;
+//! - [`info`]: `/ping` and `/info`.
+//!
+//! Connections are served by hyper with a header read timeout, so a client
+//! that opens a connection and sends nothing (or half a request) is cut off;
+//! a body must keep arriving (no pause longer than the same timeout). At
+//! shutdown the listener closes and every connection finishes the request it
+//! is answering, before the broker stops.
+
+pub mod info;
+pub mod publish;
+pub mod query;
+pub mod response;
+pub mod topology;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::config::{ms, ServeArgs};
+use response::HttpError;
+
+/// How long connections get to finish their request at shutdown.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What the handlers share.
+pub struct HttpState {
+    pub broker: Arc<Broker>,
+    pub max_msg_size: u64,
+    pub max_body_size: u64,
+    pub max_req_timeout_ms: u64,
+    /// Longest silence allowed while a request body is arriving.
+    pub read_timeout: Duration,
+    pub info: info::Info,
+}
+
+impl HttpState {
+    pub fn new(
+        broker: Arc<Broker>,
+        args: &ServeArgs,
+        tcp_address: SocketAddr,
+        http_address: SocketAddr,
+    ) -> HttpState {
+        HttpState {
+            broker,
+            max_msg_size: args.max_msg_size,
+            max_body_size: args.max_body_size,
+            max_req_timeout_ms: ms(args.max_req_timeout),
+            read_timeout: args.http_read_timeout,
+            info: info::Info::new(args, tcp_address, http_address),
+        }
+    }
+}
+
+/// Every route, with nsqd's 404 and 405 replies.
+pub fn router(state: Arc<HttpState>) -> Router {
+    let not_allowed = response::method_not_allowed;
+    Router::new()
+        .route("/ping", get(info::ping).fallback(not_allowed))
+        .route("/info", get(info::info).fallback(not_allowed))
+        .route("/pub", post(publish::publish).fallback(not_allowed))
+        .route("/mpub", post(publish::multi_publish).fallback(not_allowed))
+        .route(
+            "/topic/create",
+            post(topology::create_topic).fallback(not_allowed),
+        )
+        .route(
+            "/channel/create",
+            post(topology::create_channel).fallback(not_allowed),
+        )
+        .fallback(response::not_found)
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets
+/// each connection finish its current request (bounded) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    let service = TowerToHyperService::new(router.clone());
+                    let token = shutdown.clone();
+                    connections.spawn(async move {
+                        let mut builder = hyper::server::conn::http1::Builder::new();
+                        builder
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(header_read_timeout);
+                        let connection = builder.serve_connection(TokioIo::new(socket), service);
+                        tokio::pin!(connection);
+                        tokio::select! {
+                            _ = connection.as_mut() => {}
+                            _ = token.cancelled() => {
+                                connection.as_mut().graceful_shutdown();
+                                let _ = connection.await;
+                            }
+                        }
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("HTTP connections did not drain in time; closing them");
+        connections.shutdown().await;
+    }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The client stopped sending for longer than the read timeout.
+    TimedOut,
+    /// The connection failed.
+    Failed,
+}
+
+impl From<BodyError> for HttpError {
+    fn from(error: BodyError) -> HttpError {
+        match error {
+            BodyError::TimedOut => {
+                HttpError::new(axum::http::StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT")
+            }
+            BodyError::Failed => HttpError::internal(),
+        }
+    }
+}
+
+/// Reads at most `limit` bytes of `body` (like Go's `io.LimitReader`): a
+/// result of exactly `limit` bytes means "at least that many were sent".
+pub async fn read_body(body: Body, limit: usize, idle: Duration) -> Result<Bytes, BodyError> {
+    let mut stream = body.into_data_stream();
+    let mut collected = BytesMut::new();
+    while collected.len() < limit {
+        let next = tokio::time::timeout(idle, stream.next())
+            .await
+            .map_err(|_| BodyError::TimedOut)?;
+        match next {
+            None => break,
+            Some(Ok(chunk)) => {
+                let room = limit - collected.len();
+                collected.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Some(Err(_)) => return Err(BodyError::Failed),
+        }
+    }
+    Ok(collected.freeze())
+}

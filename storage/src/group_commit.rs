@@ -123,7 +123,10 @@ impl GroupCommitter {
     pub fn shutdown(&self) {
         let _ = self.sender.send(Message::Shutdown);
         let handle = self.thread.lock().expect("committer lock").take();
-        if let Some(handle) = handle {
+        // A completion may drop the last owner of the committer on the
+        // committer's own thread: it then stops after the current batch,
+        // and must not wait for itself.
+        if let Some(handle) = handle.filter(|h| h.thread().id() != std::thread::current().id()) {
             let _ = handle.join();
         }
     }

@@ -363,3 +363,48 @@ async fn graceful_shutdown_answers_a_publish_waiting_for_its_fsync() {
     .await;
     stop(running).await;
 }
+
+/// `GET /ping` over a raw HTTP/1.1 connection: (status line, body).
+fn http_ping(address: SocketAddr) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect HTTP");
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let request = "GET /ping HTTP/1.1\r\nHost: ledgerq\r\nConnection: close\r\n\r\n";
+    stream.write_all(request.as_bytes()).expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_reports_a_failed_fsync_as_unhealthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = SyncGate::new();
+    let _release = ReleaseOnDrop(gate.clone());
+    let running = start(dir.path(), Some(&gate)).await;
+    let (tcp, http) = (running.tcp_address, running.http_address);
+    client_side(move || {
+        assert_eq!(
+            http_ping(http),
+            ("HTTP/1.1 200 OK".to_owned(), "OK".to_owned())
+        );
+        gate.fail("injected");
+        let mut publisher = RawClient::connect(tcp);
+        publisher.command_with_body("PUB health", b"never acknowledged");
+        let (frame_type, _) = publisher.read_frame();
+        assert_eq!(frame_type, FRAME_ERROR);
+        let (status, body) = http_ping(http);
+        assert_eq!(status, "HTTP/1.1 500 Internal Server Error");
+        assert!(
+            body.starts_with("NOK - ") && body.contains("injected"),
+            "unexpected /ping body {body:?}"
+        );
+    })
+    .await;
+    stop(running).await;
+}

@@ -70,8 +70,12 @@ fn hostname() -> String {
     String::from_utf8_lossy(&buffer[..end]).into_owned()
 }
 
-/// `GET /ping`: plain `OK` (no V1 header), or 500 while shutting down.
+/// `GET /ping`: plain `OK` (no V1 header), or 500 once a write or fsync has
+/// failed (the node refuses writes from then on) or while shutting down.
 pub async fn ping(State(state): State<Arc<HttpState>>) -> Response {
+    if let Some(error) = state.broker.committer().failure() {
+        return plain_text(StatusCode::INTERNAL_SERVER_ERROR, format!("NOK - {error}"));
+    }
     if state.broker.is_exiting() {
         return plain_text(
             StatusCode::INTERNAL_SERVER_ERROR,

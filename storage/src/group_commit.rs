@@ -72,13 +72,16 @@ pub struct GroupCommitter {
     sender: mpsc::Sender<Message>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<CommitStats>,
+    failure: Arc<Mutex<Option<StorageError>>>,
 }
 
 impl GroupCommitter {
     pub fn start(store: Arc<Store>, state: StateMachine, options: CommitOptions) -> Self {
         let (sender, receiver) = mpsc::channel();
         let stats = Arc::new(CommitStats::default());
+        let failure = Arc::new(Mutex::new(None));
         let mut worker = Worker {
+            failure: failure.clone(),
             store,
             state,
             options,
@@ -96,7 +99,16 @@ impl GroupCommitter {
             sender,
             thread: Mutex::new(Some(thread)),
             stats,
+            failure,
         }
+    }
+
+    /// The write or fsync failure that stopped all writes, if any.
+    pub fn failure(&self) -> Option<StorageError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Queues a command; `done` is called once it is durable or refused.
@@ -145,6 +157,8 @@ struct Worker {
     receiver: mpsc::Receiver<Message>,
     queue: VecDeque<Pending>,
     poisoned: Option<StorageError>,
+    /// Shared with [`GroupCommitter::failure`] for health checks.
+    failure: Arc<Mutex<Option<StorageError>>>,
     shutting_down: bool,
     stats: Arc<CommitStats>,
 }
@@ -251,6 +265,10 @@ impl Worker {
             Err(error) => {
                 tracing::error!(%error, "commit failed; refusing all further writes");
                 self.poisoned = Some(error.clone());
+                *self
+                    .failure
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error.clone());
                 for pending in items {
                     (pending.done)(Err(CommitError::Storage(error.clone())));
                 }

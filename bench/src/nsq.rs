@@ -449,7 +449,8 @@ fn expect_ok(body: Bytes) -> Result<()> {
 pub struct Ack {
     /// Messages in the command (1 for `PUB`).
     pub messages: u32,
-    /// From the command being written to the socket until its `OK` arrived.
+    /// From the command being written to the socket (or the origin given
+    /// to [`Publisher::measure_next_from`]) until its `OK` arrived.
     pub latency: Duration,
 }
 
@@ -473,6 +474,8 @@ pub struct Publisher {
     heartbeats: mpsc::UnboundedReceiver<()>,
     reader: JoinHandle<Result<()>>,
     totals: PublishTotals,
+    /// Start of the next command's latency, if not its write.
+    latency_origin: Option<Instant>,
 }
 
 impl Publisher {
@@ -501,6 +504,7 @@ impl Publisher {
             heartbeats: beat_rx,
             reader,
             totals: PublishTotals::default(),
+            latency_origin: None,
         }
     }
 
@@ -520,6 +524,13 @@ impl Publisher {
         self.wait_for_room().await?;
         let count = command::mpub(self.writer.buf(), topic, bodies)?;
         self.sent(count).await
+    }
+
+    /// Measures the next command's latency from `origin` instead of from its
+    /// write: from when it was due on a fixed schedule, so that time spent
+    /// waiting for room in the window counts (no coordinated omission).
+    pub fn measure_next_from(&mut self, origin: Instant) {
+        self.latency_origin = Some(origin);
     }
 
     /// Commands sent and not yet acknowledged.
@@ -578,7 +589,8 @@ impl Publisher {
 
     async fn sent(&mut self, messages: u32) -> Result<()> {
         // Registered before the write so that the reader always finds it.
-        let _ = self.sent.send((Instant::now(), messages));
+        let origin = self.latency_origin.take().unwrap_or_else(Instant::now);
+        let _ = self.sent.send((origin, messages));
         self.totals.commands += 1;
         self.totals.messages += u64::from(messages);
         self.writer.flush().await

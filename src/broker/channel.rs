@@ -76,6 +76,8 @@ pub struct Channel {
     pub name: String,
     pub ephemeral: bool,
     pub paused: bool,
+    /// A delete is on its way to the disk: no more deliveries.
+    pub deleting: bool,
     pub read_cursor: u64,
     requeued: VecDeque<Pending>,
     deferred: BTreeMap<(u64, u64), u16>,
@@ -113,6 +115,7 @@ impl Channel {
             name,
             ephemeral,
             paused: false,
+            deleting: false,
             read_cursor,
             requeued: VecDeque::new(),
             deferred: BTreeMap::new(),
@@ -288,7 +291,7 @@ impl Channel {
         now_ms: u64,
     ) -> DeliveryBatch {
         let mut batch = DeliveryBatch::default();
-        if self.paused {
+        if self.paused || self.deleting {
             return batch;
         }
         while let Some(client_id) = self.pick_client(clients) {

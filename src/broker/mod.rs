@@ -4,8 +4,8 @@
 //! Lock discipline: the state lock is never held while waiting. Commands
 //! submitted while holding it have completions that do not take it (they
 //! only push frames to connections). Completions that update the state
-//! (publish, create) are submitted without holding it; they run on the
-//! committer thread, in commit order.
+//! (publish, create, pause, delete) are submitted without holding it; they
+//! run on the committer thread, in commit order.
 
 pub mod channel;
 pub mod client;
@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use ledgerq_storage::{
-    Command, CommitError, CommitOptions, GroupCommitter, Outcome, StorageError, Store,
+    ApplyError, Command, CommitError, CommitOptions, GroupCommitter, Outcome, StorageError, Store,
     StoreOptions, Urgency,
 };
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
@@ -63,6 +63,10 @@ pub enum BrokerError {
     Storage(String),
     #[error("{0}")]
     Rejected(String),
+    #[error("topic not found")]
+    TopicNotFound,
+    #[error("channel not found")]
+    ChannelNotFound,
 }
 
 impl From<CommitError> for BrokerError {
@@ -377,6 +381,231 @@ impl Broker {
         self.dispatch_topic(&mut state, topic_name);
     }
 
+    // ----- pause and delete ----------------------------------------------
+
+    /// Submits a durable command and waits for it; `on_commit` runs on the
+    /// committer thread, in commit order, once the command is on disk. A
+    /// topic or channel deleted meanwhile is reported as not found.
+    async fn submit_and_wait(
+        &self,
+        command: Command,
+        on_commit: impl FnOnce(&Outcome) + Send + 'static,
+    ) -> Result<Outcome, BrokerError> {
+        let (sender, receiver) = oneshot::channel();
+        self.committer.submit(
+            command,
+            Urgency::Now,
+            Box::new(move |result| {
+                if let Ok(outcome) = &result {
+                    on_commit(outcome);
+                }
+                let _ = sender.send(result);
+            }),
+        );
+        match receiver.await.map_err(|_| BrokerError::Exiting)? {
+            Ok(outcome) => Ok(outcome),
+            Err(CommitError::Rejected(ApplyError::UnknownTopic)) => Err(BrokerError::TopicNotFound),
+            Err(CommitError::Rejected(ApplyError::UnknownChannel)) => {
+                Err(BrokerError::ChannelNotFound)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Pauses (or resumes) a topic: while paused it hands nothing over to
+    /// its channels; unpausing hands over the backlog and dispatches it.
+    pub async fn pause_topic(
+        self: &Arc<Self>,
+        name: &str,
+        paused: bool,
+    ) -> Result<(), BrokerError> {
+        if self.is_exiting() {
+            return Err(BrokerError::Exiting);
+        }
+        let topic_id = {
+            let mut state = self.lock();
+            let topic = state
+                .topics
+                .get_mut(name)
+                .ok_or(BrokerError::TopicNotFound)?;
+            if topic.ephemeral {
+                topic.paused = paused;
+                if !paused && !topic.channels.is_empty() {
+                    topic.handed_over = topic.next_offset;
+                }
+                self.dispatch_topic(&mut state, name);
+                return Ok(());
+            }
+            topic.id
+        };
+        let broker = self.clone();
+        let name = name.to_owned();
+        let command = Command::SetTopicPaused {
+            topic: topic_id,
+            paused,
+        };
+        self.submit_and_wait(command, move |outcome| {
+            let Outcome::TopicPaused { handed_over, .. } = *outcome else {
+                unreachable!("SetTopicPaused answered {outcome:?}");
+            };
+            let mut state = broker.lock();
+            let Some(topic) = state.topics.get_mut(&name).filter(|t| t.id == topic_id) else {
+                return;
+            };
+            topic.paused = paused;
+            topic.handed_over = handed_over;
+            broker.dispatch_topic(&mut state, &name);
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Pauses (or resumes) delivery to a channel's clients; they stay
+    /// connected and FIN, REQ and TOUCH keep working.
+    pub async fn pause_channel(
+        self: &Arc<Self>,
+        topic_name: &str,
+        channel_name: &str,
+        paused: bool,
+    ) -> Result<(), BrokerError> {
+        if self.is_exiting() {
+            return Err(BrokerError::Exiting);
+        }
+        let channel_id = {
+            let mut state = self.lock();
+            let topic = state
+                .topics
+                .get_mut(topic_name)
+                .ok_or(BrokerError::TopicNotFound)?;
+            let topic_ephemeral = topic.ephemeral;
+            let channel = topic
+                .channels
+                .get_mut(channel_name)
+                .ok_or(BrokerError::ChannelNotFound)?;
+            if topic_ephemeral {
+                channel.paused = paused;
+                self.dispatch_channel(&mut state, topic_name, channel_name);
+                return Ok(());
+            }
+            channel.id
+        };
+        let broker = self.clone();
+        let (topic_name, channel_name) = (topic_name.to_owned(), channel_name.to_owned());
+        let command = Command::SetChannelPaused {
+            channel: channel_id,
+            paused,
+        };
+        self.submit_and_wait(command, move |_| {
+            let mut state = broker.lock();
+            let channel = state
+                .topics
+                .get_mut(&topic_name)
+                .and_then(|t| t.channels.get_mut(&channel_name))
+                .filter(|c| c.id == channel_id);
+            if let Some(channel) = channel {
+                channel.paused = paused;
+                broker.dispatch_channel(&mut state, &topic_name, &channel_name);
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes a channel and its messages; its clients are disconnected.
+    pub async fn delete_channel(
+        self: &Arc<Self>,
+        topic_name: &str,
+        channel_name: &str,
+    ) -> Result<(), BrokerError> {
+        if self.is_exiting() {
+            return Err(BrokerError::Exiting);
+        }
+        let channel_id = {
+            let mut state = self.lock();
+            let topic = state
+                .topics
+                .get_mut(topic_name)
+                .ok_or(BrokerError::TopicNotFound)?;
+            let topic_ephemeral = topic.ephemeral;
+            let channel = topic
+                .channels
+                .get_mut(channel_name)
+                .ok_or(BrokerError::ChannelNotFound)?;
+            let channel_id = channel.id;
+            if topic_ephemeral {
+                remove_channel(&mut state, topic_name, channel_name, channel_id);
+                return Ok(());
+            }
+            channel.deleting = true;
+            channel_id
+        };
+        let broker = self.clone();
+        let (topic, channel) = (topic_name.to_owned(), channel_name.to_owned());
+        let command = Command::DeleteChannel {
+            channel: channel_id,
+        };
+        let result = self
+            .submit_and_wait(command, move |_| {
+                remove_channel(&mut broker.lock(), &topic, &channel, channel_id);
+            })
+            .await;
+        if result.is_err() {
+            let mut state = self.lock();
+            let channel = state
+                .topics
+                .get_mut(topic_name)
+                .and_then(|t| t.channels.get_mut(channel_name))
+                .filter(|c| c.id == channel_id);
+            if let Some(channel) = channel {
+                channel.deleting = false;
+                self.dispatch_channel(&mut state, topic_name, channel_name);
+            }
+        }
+        result.map(|_| ())
+    }
+
+    /// Deletes a topic, its channels and its whole log; the channels'
+    /// clients are disconnected.
+    pub async fn delete_topic(self: &Arc<Self>, name: &str) -> Result<(), BrokerError> {
+        if self.is_exiting() {
+            return Err(BrokerError::Exiting);
+        }
+        let topic_id = {
+            let mut state = self.lock();
+            let topic = state
+                .topics
+                .get_mut(name)
+                .ok_or(BrokerError::TopicNotFound)?;
+            let topic_id = topic.id;
+            if topic.ephemeral {
+                remove_topic(&mut state, name, topic_id);
+                return Ok(());
+            }
+            for channel in topic.channels.values_mut() {
+                channel.deleting = true;
+            }
+            topic_id
+        };
+        let broker = self.clone();
+        let owned = name.to_owned();
+        let command = Command::DeleteTopic { topic: topic_id };
+        let result = self
+            .submit_and_wait(command, move |_| {
+                remove_topic(&mut broker.lock(), &owned, topic_id);
+            })
+            .await;
+        if result.is_err() {
+            let mut state = self.lock();
+            if let Some(topic) = state.topics.get_mut(name).filter(|t| t.id == topic_id) {
+                for channel in topic.channels.values_mut() {
+                    channel.deleting = false;
+                }
+                self.dispatch_topic(&mut state, name);
+            }
+        }
+        result.map(|_| ())
+    }
+
     // ----- publishing ----------------------------------------------------
 
     /// Publishes `bodies` atomically; returns once they are durable.
@@ -566,7 +795,8 @@ impl Broker {
             let topic_ephemeral = topic_entry.ephemeral;
             let entry = topic_entry.channels.get_mut(channel).expect("resolved");
             entry.finish(client, offset)?;
-            let durable = !entry.ephemeral && !topic_ephemeral;
+            // A channel being deleted takes its cursor records with it.
+            let durable = !entry.ephemeral && !topic_ephemeral && !entry.deleting;
             let channel_id = entry.id;
             if let Some(c) = state.clients.get_mut(&client) {
                 c.in_flight_count -= 1;
@@ -801,5 +1031,52 @@ impl PublishTicket {
 fn send_frames(frames: Vec<(UnboundedSender<Outbound>, Arc<Message>, u16)>) {
     for (outbound, message, attempts) in frames {
         let _ = outbound.send(Outbound::Message { message, attempts });
+    }
+}
+
+/// Drops the channel (if it is still the one with this id) and closes its
+/// clients' connections. An ephemeral topic goes with its last channel.
+fn remove_channel(state: &mut BrokerState, topic_name: &str, channel_name: &str, channel_id: u64) {
+    let Some(topic) = state.topics.get_mut(topic_name) else {
+        return;
+    };
+    if topic
+        .channels
+        .get(channel_name)
+        .is_none_or(|c| c.id != channel_id)
+    {
+        return;
+    }
+    let channel = topic.channels.remove(channel_name).expect("checked above");
+    if topic.ephemeral && topic.channels.is_empty() {
+        state.topics.remove(topic_name);
+    }
+    disconnect_clients(&mut state.clients, &channel);
+}
+
+/// Drops the topic (if it is still the one with this id) with its channels,
+/// and closes the connections of their clients.
+fn remove_topic(state: &mut BrokerState, name: &str, topic_id: u64) {
+    if state.topics.get(name).is_none_or(|t| t.id != topic_id) {
+        return;
+    }
+    let topic = state.topics.remove(name).expect("checked above");
+    for channel in topic.channels.values() {
+        disconnect_clients(&mut state.clients, channel);
+    }
+}
+
+/// nsqd closes the connections of a deleted channel's subscribers. Until
+/// the connection is gone the client receives nothing more, and its FIN,
+/// REQ and TOUCH find no message in flight.
+fn disconnect_clients(clients: &mut HashMap<ClientId, Client>, channel: &Channel) {
+    for id in &channel.clients {
+        if let Some(client) = clients.get_mut(id) {
+            client.subscription = None;
+            client.ready_count = 0;
+            client.in_flight_count = 0;
+            client.closing = true;
+            let _ = client.outbound.send(Outbound::Close);
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! - [`query`]: query-string parameters, read as nsqd reads them;
 //! - [`publish`]: `/pub` and `/mpub`, answered `OK` only once fsynced;
 //! - [`topology`]: `/topic/create` and `/channel/create`;
+//! - [`admin`]: `/topic/pause|unpause|delete` and `/channel/pause|unpause|delete`;
 //! - [`info`]: `/ping` and `/info`.
 //!
 //! Connections are served by hyper with a header read timeout, so a client
@@ -12,6 +13,7 @@
 //! shutdown the listener closes and every connection finishes the request it
 //! is answering, before the broker stops.
 
+pub mod admin;
 pub mod info;
 pub mod publish;
 pub mod query;
@@ -84,6 +86,30 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route(
             "/channel/create",
             post(topology::create_channel).fallback(not_allowed),
+        )
+        .route(
+            "/topic/pause",
+            post(admin::pause_topic).fallback(not_allowed),
+        )
+        .route(
+            "/topic/unpause",
+            post(admin::unpause_topic).fallback(not_allowed),
+        )
+        .route(
+            "/topic/delete",
+            post(admin::delete_topic).fallback(not_allowed),
+        )
+        .route(
+            "/channel/pause",
+            post(admin::pause_channel).fallback(not_allowed),
+        )
+        .route(
+            "/channel/unpause",
+            post(admin::unpause_channel).fallback(not_allowed),
+        )
+        .route(
+            "/channel/delete",
+            post(admin::delete_channel).fallback(not_allowed),
         )
         .fallback(response::not_found)
         .with_state(state)

@@ -44,6 +44,8 @@ pub fn topic_channel_params(params: &Params) -> Result<(&str, &str), HttpError> 
 pub fn broker_error(error: BrokerError) -> HttpError {
     match error {
         BrokerError::Exiting => HttpError::exiting(),
+        BrokerError::TopicNotFound => HttpError::not_found("TOPIC_NOT_FOUND"),
+        BrokerError::ChannelNotFound => HttpError::not_found("CHANNEL_NOT_FOUND"),
         BrokerError::Storage(_) | BrokerError::Rejected(_) => {
             tracing::warn!(%error, "HTTP request failed");
             HttpError::internal()

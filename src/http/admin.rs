@@ -1,0 +1,108 @@
+//! `POST /topic/pause`, `/topic/unpause`, `/topic/delete`, and the same
+//! three for channels (reference §2.2, §2.3, §4.6).
+//!
+//! As in nsqd, the `/topic/*` endpoints do not check the topic name (an
+//! invalid name is simply not found), while the `/channel/*` endpoints check
+//! both names as `/channel/create` does. Each answers an empty 200 once the
+//! change is on disk (ephemeral topics: once it is made in memory).
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+
+use super::query::Params;
+use super::response::{HttpError, Reply, V1Result};
+use super::topology::{broker_error, topic_channel_params};
+use super::HttpState;
+
+/// `topic` as the `/topic/pause|unpause|delete` endpoints read it: present,
+/// not validated.
+fn existing_topic_param(params: &Params) -> Result<&str, HttpError> {
+    params
+        .get("topic")
+        .ok_or(HttpError::bad_request("MISSING_ARG_TOPIC"))
+}
+
+async fn set_topic_paused(state: &HttpState, query: Option<String>, paused: bool) -> V1Result {
+    let params = Params::parse(query.as_deref())?;
+    let topic = existing_topic_param(&params)?;
+    state
+        .broker
+        .pause_topic(topic, paused)
+        .await
+        .map_err(broker_error)?;
+    Ok(Reply::Empty)
+}
+
+async fn set_channel_paused(state: &HttpState, query: Option<String>, paused: bool) -> V1Result {
+    let params = Params::parse(query.as_deref())?;
+    let (topic, channel) = topic_channel_params(&params)?;
+    state
+        .broker
+        .pause_channel(topic, channel, paused)
+        .await
+        .map_err(broker_error)?;
+    Ok(Reply::Empty)
+}
+
+/// `POST /topic/pause?topic=T`: the topic keeps its messages.
+pub async fn pause_topic(
+    State(state): State<Arc<HttpState>>,
+    RawQuery(query): RawQuery,
+) -> V1Result {
+    set_topic_paused(&state, query, true).await
+}
+
+/// `POST /topic/unpause?topic=T`: the backlog flows to the channels.
+pub async fn unpause_topic(
+    State(state): State<Arc<HttpState>>,
+    RawQuery(query): RawQuery,
+) -> V1Result {
+    set_topic_paused(&state, query, false).await
+}
+
+/// `POST /topic/delete?topic=T`: the topic, its channels and its messages.
+pub async fn delete_topic(
+    State(state): State<Arc<HttpState>>,
+    RawQuery(query): RawQuery,
+) -> V1Result {
+    let params = Params::parse(query.as_deref())?;
+    let topic = existing_topic_param(&params)?;
+    state
+        .broker
+        .delete_topic(topic)
+        .await
+        .map_err(broker_error)?;
+    Ok(Reply::Empty)
+}
+
+/// `POST /channel/pause?topic=T&channel=C`: no deliveries until unpaused.
+pub async fn pause_channel(
+    State(state): State<Arc<HttpState>>,
+    RawQuery(query): RawQuery,
+) -> V1Result {
+    set_channel_paused(&state, query, true).await
+}
+
+/// `POST /channel/unpause?topic=T&channel=C`: deliveries resume.
+pub async fn unpause_channel(
+    State(state): State<Arc<HttpState>>,
+    RawQuery(query): RawQuery,
+) -> V1Result {
+    set_channel_paused(&state, query, false).await
+}
+
+/// `POST /channel/delete?topic=T&channel=C`: the channel and its messages.
+pub async fn delete_channel(
+    State(state): State<Arc<HttpState>>,
+    RawQuery(query): RawQuery,
+) -> V1Result {
+    let params = Params::parse(query.as_deref())?;
+    let (topic, channel) = topic_channel_params(&params)?;
+    state
+        .broker
+        .delete_channel(topic, channel)
+        .await
+        .map_err(broker_error)?;
+    Ok(Reply::Empty)
+}

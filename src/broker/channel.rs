@@ -254,6 +254,30 @@ impl Channel {
         Ok(())
     }
 
+    /// nsqd's `/channel/empty`: drops every message below `floor` the
+    /// channel holds, whether unread, requeued, deferred or in flight; a
+    /// later FIN, REQ or TOUCH of a dropped one is refused as not in flight.
+    /// Returns the client of each dropped in-flight message.
+    pub fn empty(&mut self, floor: u64) -> Vec<ClientId> {
+        self.requeued.retain(|p| p.offset >= floor);
+        self.deferred.retain(|&(_, offset), _| offset >= floor);
+        let dropped: Vec<u64> = self
+            .in_flight
+            .keys()
+            .copied()
+            .filter(|&offset| offset < floor)
+            .collect();
+        let freed = dropped
+            .into_iter()
+            .map(|offset| self.take_in_flight(offset).expect("listed above").client)
+            .collect();
+        if self.read_cursor < floor {
+            self.read_cursor = floor;
+            self.prefetch.clear();
+        }
+        freed
+    }
+
     /// Moves expired in-flight messages and due deferred ones to ready.
     /// Returns the clients whose in-flight count dropped.
     pub fn expire(&mut self, now_ms: u64) -> Vec<ClientId> {

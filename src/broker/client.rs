@@ -46,6 +46,8 @@ pub struct Client {
     pub message_count: u64,
     pub finish_count: u64,
     pub requeue_count: u64,
+    /// Messages published over TCP, per topic, in first-publish order.
+    pub pub_counts: Vec<(String, u64)>,
 }
 
 impl Client {
@@ -68,6 +70,7 @@ impl Client {
             message_count: 0,
             finish_count: 0,
             requeue_count: 0,
+            pub_counts: Vec::new(),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod channel;
 pub mod client;
 pub mod message;
 pub mod recovery;
+pub mod stats;
 pub mod topic;
 
 use std::collections::HashMap;
@@ -564,6 +565,100 @@ impl Broker {
         result.map(|_| ())
     }
 
+    /// Empties a topic (nsqd's `/topic/empty`): the messages waiting in the
+    /// topic itself, not yet handed to its channels, are dropped durably;
+    /// the channels keep theirs.
+    pub async fn empty_topic(self: &Arc<Self>, name: &str) -> Result<(), BrokerError> {
+        if self.is_exiting() {
+            return Err(BrokerError::Exiting);
+        }
+        let topic_id = {
+            let mut state = self.lock();
+            let topic = state
+                .topics
+                .get_mut(name)
+                .ok_or(BrokerError::TopicNotFound)?;
+            if topic.ephemeral {
+                let (next_offset, log_start) = (topic.handed_over, topic.log_start);
+                topic.drop_waiting(next_offset, log_start);
+                return Ok(());
+            }
+            topic.id
+        };
+        let broker = self.clone();
+        let owned = name.to_owned();
+        let command = Command::EmptyTopic { topic: topic_id };
+        self.submit_and_wait(command, move |outcome| {
+            let Outcome::TopicEmptied {
+                next_offset,
+                log_start,
+                ..
+            } = *outcome
+            else {
+                unreachable!("EmptyTopic answered {outcome:?}");
+            };
+            let mut state = broker.lock();
+            if let Some(topic) = state.topics.get_mut(&owned).filter(|t| t.id == topic_id) {
+                topic.drop_waiting(next_offset, log_start);
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Empties a channel (nsqd's `/channel/empty`): every message it holds
+    /// (unread, requeued, deferred and in flight) is dropped, durably; the
+    /// clients stay subscribed and later messages flow as before.
+    pub async fn empty_channel(
+        self: &Arc<Self>,
+        topic_name: &str,
+        channel_name: &str,
+    ) -> Result<(), BrokerError> {
+        if self.is_exiting() {
+            return Err(BrokerError::Exiting);
+        }
+        let channel_id = {
+            let mut state = self.lock();
+            let topic = state
+                .topics
+                .get_mut(topic_name)
+                .ok_or(BrokerError::TopicNotFound)?;
+            let (topic_ephemeral, handed_over) = (topic.ephemeral, topic.handed_over);
+            let channel_id = topic
+                .channels
+                .get(channel_name)
+                .ok_or(BrokerError::ChannelNotFound)?
+                .id;
+            if topic_ephemeral {
+                empty_channel(
+                    &mut state,
+                    topic_name,
+                    channel_name,
+                    channel_id,
+                    handed_over,
+                );
+                self.dispatch_channel(&mut state, topic_name, channel_name);
+                return Ok(());
+            }
+            channel_id
+        };
+        let broker = self.clone();
+        let (topic_name, channel_name) = (topic_name.to_owned(), channel_name.to_owned());
+        let command = Command::EmptyChannel {
+            channel: channel_id,
+        };
+        self.submit_and_wait(command, move |outcome| {
+            let Outcome::ChannelEmptied { floor, .. } = *outcome else {
+                unreachable!("EmptyChannel answered {outcome:?}");
+            };
+            let mut state = broker.lock();
+            empty_channel(&mut state, &topic_name, &channel_name, channel_id, floor);
+            broker.dispatch_channel(&mut state, &topic_name, &channel_name);
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Deletes a topic, its channels and its whole log; the channels'
     /// clients are disconnected.
     pub async fn delete_topic(self: &Arc<Self>, name: &str) -> Result<(), BrokerError> {
@@ -1052,6 +1147,30 @@ fn remove_channel(state: &mut BrokerState, topic_name: &str, channel_name: &str,
         state.topics.remove(topic_name);
     }
     disconnect_clients(&mut state.clients, &channel);
+}
+
+/// Drops what the channel (if it is still the one with this id) holds below
+/// `floor`, and gives its clients back the in-flight slots it held.
+fn empty_channel(
+    state: &mut BrokerState,
+    topic_name: &str,
+    channel_name: &str,
+    channel_id: u64,
+    floor: u64,
+) {
+    let channel = state
+        .topics
+        .get_mut(topic_name)
+        .and_then(|t| t.channels.get_mut(channel_name))
+        .filter(|c| c.id == channel_id);
+    let Some(channel) = channel else {
+        return;
+    };
+    for client in channel.empty(floor) {
+        if let Some(client) = state.clients.get_mut(&client) {
+            client.in_flight_count = client.in_flight_count.saturating_sub(1);
+        }
+    }
 }
 
 /// Drops the topic (if it is still the one with this id) with its channels,

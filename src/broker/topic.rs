@@ -62,6 +62,16 @@ impl MessageCache {
         self.base + self.messages.len() as u64
     }
 
+    /// Forgets the messages at or above `end`; the next push is at `end`.
+    pub fn truncate(&mut self, end: u64) {
+        if end <= self.base {
+            self.messages.clear();
+            self.base = end;
+        } else if let Ok(keep) = usize::try_from(end - self.base) {
+            self.messages.truncate(keep);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.messages.len()
     }
@@ -118,6 +128,16 @@ impl Topic {
         self.next_offset - self.handed_over.max(self.log_start).min(self.next_offset)
     }
 
+    /// nsqd's `/topic/empty`: drops the messages waiting in the topic (at
+    /// or above `next_offset`, none handed over); the next message published
+    /// gets `next_offset`.
+    pub fn drop_waiting(&mut self, next_offset: u64, log_start: u64) {
+        self.next_offset = self.next_offset.min(next_offset);
+        self.handed_over = self.handed_over.min(self.next_offset);
+        self.log_start = log_start.min(self.next_offset);
+        self.cache.truncate(self.next_offset);
+    }
+
     /// Adds committed (or, for ephemeral topics, accepted) messages.
     pub fn append(&mut self, messages: Vec<Arc<Message>>) {
         for message in messages {
@@ -157,6 +177,20 @@ mod tests {
         assert_eq!((cache.base(), cache.end(), cache.len()), (7, 9, 2));
         assert!(cache.get(6).is_none());
         assert_eq!(cache.get(8).unwrap().offset, 8);
+    }
+
+    #[test]
+    fn truncated_cache_continues_at_the_new_end() {
+        let mut cache = MessageCache::new(0, 3);
+        for offset in 0..5 {
+            cache.push(message(offset));
+        }
+        cache.truncate(4);
+        assert_eq!((cache.base(), cache.end()), (2, 4));
+        cache.truncate(1);
+        assert_eq!((cache.base(), cache.end()), (1, 1));
+        cache.push(message(1));
+        assert_eq!(cache.get(1).unwrap().offset, 1);
     }
 
     #[test]

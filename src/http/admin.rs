@@ -1,9 +1,10 @@
-//! `POST /topic/pause`, `/topic/unpause`, `/topic/delete`, and the same
-//! three for channels (reference §2.2, §2.3, §4.6).
+//! `POST /topic/pause`, `/topic/unpause`, `/topic/delete`, `/topic/empty`,
+//! and the same four for channels (reference §2.2, §2.3, §4.6).
 //!
-//! As in nsqd, the `/topic/*` endpoints do not check the topic name (an
-//! invalid name is simply not found), while the `/channel/*` endpoints check
-//! both names as `/channel/create` does. Each answers an empty 200 once the
+//! As in nsqd, `/topic/pause|unpause|delete` do not check the topic name (an
+//! invalid name is simply not found), `/topic/empty` checks it as
+//! `/topic/create` does (`INVALID_TOPIC`), and the `/channel/*` endpoints
+//! check both names as `/channel/create` does. Each answers an empty 200 once the
 //! change is on disk (ephemeral topics: once it is made in memory).
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use axum::extract::{RawQuery, State};
 
 use super::query::Params;
 use super::response::{HttpError, Reply, V1Result};
-use super::topology::{broker_error, topic_channel_params};
+use super::topology::{broker_error, topic_channel_params, topic_param};
 use super::HttpState;
 
 /// `topic` as the `/topic/pause|unpause|delete` endpoints read it: present,
@@ -102,6 +103,38 @@ pub async fn delete_channel(
     state
         .broker
         .delete_channel(topic, channel)
+        .await
+        .map_err(broker_error)?;
+    Ok(Reply::Empty)
+}
+
+/// `POST /topic/empty?topic=T`: drops the messages waiting in the topic
+/// (not yet handed to its channels); the channels keep theirs.
+pub async fn empty_topic(
+    State(state): State<Arc<HttpState>>,
+    RawQuery(query): RawQuery,
+) -> V1Result {
+    let params = Params::parse(query.as_deref())?;
+    let topic = topic_param(&params)?;
+    state
+        .broker
+        .empty_topic(topic)
+        .await
+        .map_err(broker_error)?;
+    Ok(Reply::Empty)
+}
+
+/// `POST /channel/empty?topic=T&channel=C`: drops every message the channel
+/// holds, in flight and deferred included; its clients stay subscribed.
+pub async fn empty_channel(
+    State(state): State<Arc<HttpState>>,
+    RawQuery(query): RawQuery,
+) -> V1Result {
+    let params = Params::parse(query.as_deref())?;
+    let (topic, channel) = topic_channel_params(&params)?;
+    state
+        .broker
+        .empty_channel(topic, channel)
         .await
         .map_err(broker_error)?;
     Ok(Reply::Empty)

@@ -5,7 +5,8 @@
 //! - [`publish`]: `/pub` and `/mpub`, answered `OK` only once fsynced;
 //! - [`topology`]: `/topic/create` and `/channel/create`;
 //! - [`admin`]: `/topic/pause|unpause|delete` and `/channel/pause|unpause|delete`;
-//! - [`info`]: `/ping` and `/info`.
+//! - [`info`]: `/ping` and `/info`;
+//! - [`stats`]: `/stats`, as JSON or text.
 //!
 //! Connections are served by hyper with a header read timeout, so a client
 //! that opens a connection and sends nothing (or half a request) is cut off;
@@ -18,6 +19,7 @@ pub mod info;
 pub mod publish;
 pub mod query;
 pub mod response;
+pub mod stats;
 pub mod topology;
 
 use std::net::SocketAddr;
@@ -77,6 +79,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/ping", get(info::ping).fallback(not_allowed))
         .route("/info", get(info::info).fallback(not_allowed))
+        .route("/stats", get(stats::stats).fallback(not_allowed))
         .route("/pub", post(publish::publish).fallback(not_allowed))
         .route("/mpub", post(publish::multi_publish).fallback(not_allowed))
         .route(
@@ -110,6 +113,14 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route(
             "/channel/delete",
             post(admin::delete_channel).fallback(not_allowed),
+        )
+        .route(
+            "/topic/empty",
+            post(admin::empty_topic).fallback(not_allowed),
+        )
+        .route(
+            "/channel/empty",
+            post(admin::empty_channel).fallback(not_allowed),
         )
         .fallback(response::not_found)
         .with_state(state)

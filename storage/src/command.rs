@@ -27,6 +27,13 @@ pub enum Command {
         topic: TopicId,
         paused: bool,
     },
+    /// Drops the messages waiting in the topic itself (nsqd's
+    /// `/topic/empty`): those at or above the hand-over point, which no
+    /// channel has seen. Their offsets are taken back and reused by later
+    /// publishes; the channels keep what they hold.
+    EmptyTopic {
+        topic: TopicId,
+    },
     /// Creates the channel if the topic has none of this name. The first
     /// channel of a topic starts at the backlog; later ones at the head.
     CreateChannel {
@@ -40,6 +47,12 @@ pub enum Command {
     SetChannelPaused {
         channel: ChannelId,
         paused: bool,
+    },
+    /// Drops everything the channel holds (nsqd's `/channel/empty`): its
+    /// floor and delivery cursor jump to the topic's hand-over point and its
+    /// cursor records go; later messages flow as before.
+    EmptyChannel {
+        channel: ChannelId,
     },
     /// Appends messages to the topic's log, atomically.
     Publish {
@@ -108,6 +121,12 @@ pub enum Outcome {
         paused: bool,
         handed_over: u64,
     },
+    TopicEmptied {
+        topic: TopicId,
+        /// The head of the log after the drop (the hand-over point).
+        next_offset: u64,
+        log_start: u64,
+    },
     ChannelCreated {
         topic: TopicId,
         channel: ChannelId,
@@ -122,6 +141,11 @@ pub enum Outcome {
     ChannelPaused {
         channel: ChannelId,
         paused: bool,
+    },
+    ChannelEmptied {
+        channel: ChannelId,
+        /// The new floor: everything below it is gone for this channel.
+        floor: u64,
     },
     Published {
         topic: TopicId,

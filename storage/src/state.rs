@@ -11,7 +11,7 @@
 //! Invariants (checked by [`StateMachine::check_invariants`]):
 //! `log_start ≤ floor ≤ delivered_up_to ≤ handed_over ≤ next_offset` for
 //! every durable channel, and every cursor record lies at or above its
-//! channel's floor.
+//! channel's floor and below its topic's hand-over point.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -126,6 +126,7 @@ impl StateMachine {
             Command::CreateTopic { name } => Ok(self.create_topic(name)),
             Command::DeleteTopic { topic } => self.delete_topic(*topic, batch),
             Command::SetTopicPaused { topic, paused } => self.set_topic_paused(*topic, *paused),
+            Command::EmptyTopic { topic } => self.empty_topic(*topic, batch),
             Command::CreateChannel {
                 topic,
                 name,
@@ -135,6 +136,7 @@ impl StateMachine {
             Command::SetChannelPaused { channel, paused } => {
                 self.set_channel_paused(*channel, *paused)
             }
+            Command::EmptyChannel { channel } => self.empty_channel(*channel, batch),
             Command::Publish {
                 topic,
                 timestamp_ns,
@@ -235,6 +237,40 @@ impl StateMachine {
         })
     }
 
+    fn empty_topic(&mut self, id: TopicId, batch: &mut Batch) -> Result<Outcome, ApplyError> {
+        let topic = self.topics.get_mut(&id).ok_or(ApplyError::UnknownTopic)?;
+        let meta = &mut topic.meta;
+        let kept = meta.handed_over;
+        assert!(kept <= meta.next_offset, "handed over past head");
+        if meta.next_offset > kept {
+            // No channel has read at or above the hand-over point (every
+            // delivery cursor lies at or below it), so these offsets can be
+            // dropped and given out again.
+            batch.delete_log_range(
+                &keys::id_offset(id, kept),
+                &keys::id_offset(id, meta.next_offset),
+            );
+            meta.next_offset = kept;
+        }
+        if topic.channels.is_empty() && meta.log_start < kept {
+            // Left behind by deleted channels: a new channel starts at the
+            // hand-over point, so nobody can read these any more.
+            batch.delete_log_range(
+                &keys::id_offset(id, meta.log_start),
+                &keys::id_offset(id, kept),
+            );
+            meta.log_start = kept;
+        }
+        meta.log_start = meta.log_start.min(meta.next_offset);
+        let (next_offset, log_start) = (meta.next_offset, meta.log_start);
+        self.dirty_topics.insert(id);
+        Ok(Outcome::TopicEmptied {
+            topic: id,
+            next_offset,
+            log_start,
+        })
+    }
+
     /// NSQ's rule: a topic hands its messages to its channels while it has at
     /// least one channel and is not paused; otherwise they wait in the topic.
     fn hand_over(topic: &mut TopicState) {
@@ -324,6 +360,29 @@ impl StateMachine {
         Ok(Outcome::ChannelPaused {
             channel: id,
             paused,
+        })
+    }
+
+    fn empty_channel(&mut self, id: ChannelId, batch: &mut Batch) -> Result<Outcome, ApplyError> {
+        let channel = self.channels.get(&id).ok_or(ApplyError::UnknownChannel)?;
+        let handed_over = self.handed_over_of(channel);
+        let channel = self.channels.get_mut(&id).expect("checked above");
+        // Every cursor record lies below the hand-over point (deliveries and
+        // requeues beyond it are refused), so all of them go.
+        debug_assert!(channel.records.keys().all(|&o| o < handed_over));
+        if !channel.records.is_empty() {
+            channel.records.clear();
+            batch.delete_cursor_range(&keys::id_offset(id, 0), &keys::id_offset(id + 1, 0));
+        }
+        assert!(channel.meta.floor <= handed_over, "floor past hand-over");
+        channel.meta.floor = handed_over;
+        channel.meta.delivered_up_to = handed_over;
+        let topic = channel.meta.topic_id;
+        self.dirty_channels.insert(id);
+        self.truncate_log(topic, batch);
+        Ok(Outcome::ChannelEmptied {
+            channel: id,
+            floor: handed_over,
         })
     }
 
@@ -545,6 +604,9 @@ impl StateMachine {
                 );
                 if !c.ephemeral {
                     assert!(meta.log_start <= c.floor, "log truncated above a floor");
+                }
+                if let Some((&highest, _)) = channel.records.iter().next_back() {
+                    assert!(highest < meta.handed_over, "cursor record past handover");
                 }
                 if let Some((&lowest, _)) = channel.records.iter().next() {
                     assert!(lowest > c.floor || !channel.records[&lowest].finished);

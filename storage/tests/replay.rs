@@ -11,9 +11,11 @@ enum Op {
     CreateTopic(u8),
     DeleteTopic(u8),
     PauseTopic(u8, bool),
+    EmptyTopic(u8),
     CreateChannel(u8, u8, bool),
     DeleteChannel(u8),
     PauseChannel(u8, bool),
+    EmptyChannel(u8),
     Publish(u8, u8, bool),
     Deliver(u8, u8),
     Redeliver(u8, u8),
@@ -26,9 +28,11 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<u8>().prop_map(Op::CreateTopic),
         1 => any::<u8>().prop_map(Op::DeleteTopic),
         1 => (any::<u8>(), any::<bool>()).prop_map(|(t, p)| Op::PauseTopic(t, p)),
+        1 => any::<u8>().prop_map(Op::EmptyTopic),
         3 => (any::<u8>(), any::<u8>(), any::<bool>()).prop_map(|(t, c, e)| Op::CreateChannel(t, c, e)),
         1 => any::<u8>().prop_map(Op::DeleteChannel),
         1 => (any::<u8>(), any::<bool>()).prop_map(|(c, p)| Op::PauseChannel(c, p)),
+        1 => any::<u8>().prop_map(Op::EmptyChannel),
         6 => (any::<u8>(), 1u8..6, any::<bool>()).prop_map(|(t, n, d)| Op::Publish(t, n, d)),
         5 => (any::<u8>(), any::<u8>()).prop_map(|(c, k)| Op::Deliver(c, k)),
         2 => (any::<u8>(), any::<u8>()).prop_map(|(c, k)| Op::Redeliver(c, k)),
@@ -62,6 +66,9 @@ fn command(state: &StateMachine, op: &Op) -> Option<Command> {
             topic: pick(&topics, t)?,
             paused,
         },
+        Op::EmptyTopic(t) => Command::EmptyTopic {
+            topic: pick(&topics, t)?,
+        },
         Op::CreateChannel(t, c, ephemeral) => Command::CreateChannel {
             topic: pick(&topics, t)?,
             name: format!("channel-{}", c % 3),
@@ -73,6 +80,9 @@ fn command(state: &StateMachine, op: &Op) -> Option<Command> {
         Op::PauseChannel(c, paused) => Command::SetChannelPaused {
             channel: pick(&channels, c)?,
             paused,
+        },
+        Op::EmptyChannel(c) => Command::EmptyChannel {
+            channel: pick(&channels, c)?,
         },
         Op::Publish(t, n, deferred) => Command::Publish {
             topic: pick(&topics, t)?,

@@ -225,3 +225,174 @@ fn unknown_format_version_is_a_clear_error() {
         "data directory has format version 99; this build reads version 1"
     );
 }
+
+#[test]
+fn empty_channel_drops_its_backlog_and_records_but_not_other_channels() {
+    let mut f = Fixture::new();
+    let topic = f.topic("orders");
+    let (a, _) = f.channel(topic, "a");
+    let (b, _) = f.channel(topic, "b");
+    f.publish(topic, 6);
+    f.apply(Command::Deliver {
+        channel: a,
+        delivered_up_to: 3,
+        redeliveries: vec![],
+    });
+    f.apply(Command::Finish {
+        channel: a,
+        offsets: vec![1],
+    });
+    f.apply(Command::Requeue {
+        channel: a,
+        offset: 2,
+        attempts: 1,
+        deliver_at_ms: 9_000,
+    });
+    let outcome = f.apply(Command::EmptyChannel { channel: a });
+    assert_eq!(
+        outcome,
+        Outcome::ChannelEmptied {
+            channel: a,
+            floor: 6
+        }
+    );
+    let meta = &f.state.channel(a).unwrap().meta;
+    assert_eq!((meta.floor, meta.delivered_up_to), (6, 6));
+    assert!(f.state.channel(a).unwrap().records.is_empty());
+    assert!(
+        !f.store.dump().iter().any(|(cf, _, _)| *cf == "cursor"),
+        "cursor records remain"
+    );
+    // The other channel still has everything; the log is kept for it.
+    assert_eq!(f.floor(b), 0);
+    assert_eq!(f.state.topic(topic).unwrap().meta.log_start, 0);
+
+    // A late FIN of an emptied message changes nothing.
+    f.apply(Command::Finish {
+        channel: a,
+        offsets: vec![0],
+    });
+    assert_eq!(f.floor(a), 6);
+
+    // Emptying the last holder lets the log be truncated.
+    f.apply(Command::EmptyChannel { channel: b });
+    assert_eq!(f.floor(b), 6);
+    assert_eq!(f.state.topic(topic).unwrap().meta.log_start, 6);
+
+    // New messages flow as before.
+    assert_eq!(f.publish(topic, 2), 6);
+    f.apply(Command::Finish {
+        channel: a,
+        offsets: vec![6, 7],
+    });
+    assert_eq!(f.floor(a), 8);
+
+    let mut batch = f.store.batch();
+    let refused = f
+        .state
+        .apply(&Command::EmptyChannel { channel: 999 }, &mut batch);
+    assert_eq!(refused, Err(ledgerq_storage::ApplyError::UnknownChannel));
+}
+
+#[test]
+fn an_emptied_channel_stays_empty_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || {
+        let mut options = StoreOptions::new(dir.path());
+        options.truncate_step = 4;
+        options
+    };
+    let expected = {
+        let (store, state) = Store::open(options()).unwrap();
+        let mut f = Fixture {
+            _dir: tempfile::tempdir().unwrap(),
+            store,
+            state,
+        };
+        let topic = f.topic("orders");
+        let (channel, _) = f.channel(topic, "c");
+        f.publish(topic, 5);
+        f.apply(Command::Requeue {
+            channel,
+            offset: 3,
+            attempts: 2,
+            deliver_at_ms: 9_000,
+        });
+        f.apply(Command::EmptyChannel { channel });
+        f.state.clone()
+    };
+    let (_store, recovered) = Store::open(options()).unwrap();
+    assert_eq!(recovered, expected);
+    let channel = recovered.channels().next().unwrap();
+    assert_eq!((channel.meta.floor, channel.records.len()), (5, 0));
+}
+
+#[test]
+fn empty_topic_drops_only_what_no_channel_has_seen() {
+    let mut f = Fixture::new();
+    let topic = f.topic("orders");
+    let (channel, _) = f.channel(topic, "c");
+    f.publish(topic, 3);
+    f.apply(Command::SetTopicPaused {
+        topic,
+        paused: true,
+    });
+    f.publish(topic, 4);
+    let outcome = f.apply(Command::EmptyTopic { topic });
+    assert_eq!(
+        outcome,
+        Outcome::TopicEmptied {
+            topic,
+            next_offset: 3,
+            log_start: 0
+        }
+    );
+    let log_keys = |f: &Fixture| {
+        f.store
+            .dump()
+            .into_iter()
+            .filter(|(cf, _, _)| *cf == "log")
+            .count()
+    };
+    assert_eq!(log_keys(&f), 3, "the channel keeps what it was handed");
+    f.apply(Command::SetTopicPaused {
+        topic,
+        paused: false,
+    });
+    assert_eq!(f.state.topic(topic).unwrap().meta.handed_over, 3);
+    // The dropped offsets are given out again.
+    assert_eq!(f.publish(topic, 2), 3);
+    f.apply(Command::Finish {
+        channel,
+        offsets: vec![0, 1, 2, 3, 4],
+    });
+    assert_eq!(f.floor(channel), 5);
+}
+
+#[test]
+fn empty_topic_without_channels_drops_the_whole_backlog() {
+    let mut f = Fixture::new();
+    let topic = f.topic("orders");
+    f.publish(topic, 5);
+    f.apply(Command::EmptyTopic { topic });
+    let meta = &f.state.topic(topic).unwrap().meta;
+    assert_eq!(
+        (meta.next_offset, meta.handed_over, meta.log_start),
+        (0, 0, 0)
+    );
+    assert!(!f.store.dump().iter().any(|(cf, _, _)| *cf == "log"));
+    let (channel, floor) = f.channel(topic, "c");
+    assert_eq!(floor, 0);
+    assert_eq!(f.publish(topic, 1), 0);
+    f.apply(Command::Finish {
+        channel,
+        offsets: vec![0],
+    });
+    assert_eq!(f.floor(channel), 1);
+
+    let mut batch = f.store.batch();
+    let refused = f
+        .state
+        .apply(&Command::EmptyTopic { topic: 999 }, &mut batch);
+    assert_eq!(refused, Err(ledgerq_storage::ApplyError::UnknownTopic));
+}

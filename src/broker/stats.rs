@@ -1,0 +1,232 @@
+//! A point-in-time view of every topic, channel and client, taken under the
+//! broker lock so its counts agree with each other (reference §2.5, §4.7).
+//!
+//! Depths count messages, not bytes. A durable topic or channel keeps every
+//! message it counts in its on-disk log, so its `backend_depth` equals its
+//! `depth`; an `#ephemeral` one keeps them only in memory (`backend_depth`
+//! 0).
+//!
+//! A channel reads its topic's log lazily, when a client is ready. Messages
+//! handed over but not yet read count in the channel's `message_count`
+//! (received) and, when their deferred delivery time has not come, in
+//! `deferred_count` rather than `depth`. That time is known for the messages
+//! still in the topic's memory cache (`--mem-queue-size` most recent); an
+//! unread deferred message older than that counts in `depth` until a
+//! dispatch reads it.
+
+use super::client::{Client, ClientId};
+use super::Broker;
+use crate::clock;
+
+/// nsqd's numeric client states, as `/stats` shows them.
+pub const CLIENT_STATE_INIT: u8 = 0;
+pub const CLIENT_STATE_SUBSCRIBED: u8 = 3;
+pub const CLIENT_STATE_CLOSING: u8 = 4;
+
+/// Which part of the broker to describe.
+#[derive(Debug, Clone, Default)]
+pub struct StatsFilter {
+    /// Only this topic.
+    pub topic: Option<String>,
+    /// Only this channel (topics without it are left out).
+    pub channel: Option<String>,
+    /// Whether to list each channel's clients and the producers.
+    pub include_clients: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSnapshot {
+    pub name: String,
+    pub paused: bool,
+    pub depth: u64,
+    pub backend_depth: u64,
+    pub message_count: u64,
+    pub message_bytes: u64,
+    pub channels: Vec<ChannelSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSnapshot {
+    pub name: String,
+    pub paused: bool,
+    pub depth: u64,
+    pub backend_depth: u64,
+    pub in_flight_count: u64,
+    pub deferred_count: u64,
+    pub message_count: u64,
+    pub requeue_count: u64,
+    pub timeout_count: u64,
+    pub client_count: u64,
+    /// Empty unless clients were asked for.
+    pub clients: Vec<ClientSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSnapshot {
+    pub client_id: String,
+    pub hostname: String,
+    pub user_agent: String,
+    pub remote_address: String,
+    pub state: u8,
+    pub ready_count: u64,
+    pub in_flight_count: u64,
+    pub message_count: u64,
+    pub finish_count: u64,
+    pub requeue_count: u64,
+    pub connect_ts: i64,
+    pub sample_rate: u8,
+    /// Messages published over TCP, per topic, in first-publish order.
+    pub pub_counts: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Sorted by name; `None` when the filtered topic does not exist.
+    pub topics: Option<Vec<TopicSnapshot>>,
+    /// TCP clients that have published (sorted by client number).
+    pub producers: Vec<ClientSnapshot>,
+}
+
+impl ClientSnapshot {
+    fn of(client: &Client) -> ClientSnapshot {
+        let state = if client.closing {
+            CLIENT_STATE_CLOSING
+        } else if client.subscription.is_some() {
+            CLIENT_STATE_SUBSCRIBED
+        } else {
+            CLIENT_STATE_INIT
+        };
+        ClientSnapshot {
+            client_id: client.info.client_id.clone(),
+            hostname: client.info.hostname.clone(),
+            user_agent: client.info.user_agent.clone(),
+            remote_address: client.info.remote_address.clone(),
+            state,
+            ready_count: client.ready_count,
+            in_flight_count: client.in_flight_count,
+            message_count: client.message_count,
+            finish_count: client.finish_count,
+            requeue_count: client.requeue_count,
+            connect_ts: client.info.connect_ts_s,
+            sample_rate: client.sample_rate,
+            pub_counts: client.pub_counts.clone(),
+        }
+    }
+}
+
+impl Broker {
+    /// Everything `filter` selects, read under one lock.
+    pub fn stats(&self, filter: &StatsFilter) -> StatsSnapshot {
+        let now_ms = clock::now_ms();
+        let state = self.lock();
+        let mut names: Vec<&String> = match &filter.topic {
+            Some(name) => state.topics.keys().filter(|n| *n == name).collect(),
+            None => state.topics.keys().collect(),
+        };
+        if filter.topic.is_some() && names.is_empty() {
+            return StatsSnapshot {
+                topics: None,
+                producers: Vec::new(),
+            };
+        }
+        names.sort();
+        let mut topics = Vec::with_capacity(names.len());
+        for name in names {
+            let topic = &state.topics[name];
+            if let Some(wanted) = &filter.channel {
+                if !topic.channels.contains_key(wanted) {
+                    continue;
+                }
+            }
+            let on_disk = |depth: u64, ephemeral: bool| if ephemeral { 0 } else { depth };
+            let channels = topic
+                .channels
+                .values()
+                .filter(|c| {
+                    filter
+                        .channel
+                        .as_ref()
+                        .is_none_or(|wanted| &c.name == wanted)
+                })
+                .map(|channel| {
+                    // The unread range was handed over but not yet read by
+                    // a dispatch: received by the channel, and deferred if
+                    // its delivery time has not come.
+                    let unread_from = channel.read_cursor.max(topic.log_start);
+                    let unread = topic.handed_over.saturating_sub(unread_from);
+                    let unread_deferred = (unread_from..topic.handed_over)
+                        .filter_map(|offset| topic.cache.get(offset))
+                        .filter(|message| message.deliver_at_ms > now_ms)
+                        .count() as u64;
+                    let depth = channel
+                        .depth(topic.handed_over)
+                        .saturating_sub(unread_deferred);
+                    let clients = if filter.include_clients {
+                        channel
+                            .clients
+                            .iter()
+                            .filter_map(|id| state.clients.get(id))
+                            .map(ClientSnapshot::of)
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    ChannelSnapshot {
+                        name: channel.name.clone(),
+                        paused: channel.paused,
+                        depth,
+                        backend_depth: on_disk(depth, channel.ephemeral || topic.ephemeral),
+                        in_flight_count: channel.in_flight_count() as u64,
+                        deferred_count: channel.deferred_count() as u64 + unread_deferred,
+                        message_count: channel.message_count + unread,
+                        requeue_count: channel.requeue_count,
+                        timeout_count: channel.timeout_count,
+                        client_count: channel.clients.len() as u64,
+                        clients,
+                    }
+                })
+                .collect();
+            let depth = topic.depth();
+            topics.push(TopicSnapshot {
+                name: topic.name.clone(),
+                paused: topic.paused,
+                depth,
+                backend_depth: on_disk(depth, topic.ephemeral),
+                message_count: topic.message_count,
+                message_bytes: topic.message_bytes,
+                channels,
+            });
+        }
+        let producers = if filter.include_clients {
+            let mut ids: Vec<ClientId> = state
+                .clients
+                .values()
+                .filter(|c| !c.pub_counts.is_empty())
+                .map(|c| c.id)
+                .collect();
+            ids.sort_unstable();
+            ids.iter()
+                .map(|id| ClientSnapshot::of(&state.clients[id]))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        StatsSnapshot {
+            topics: Some(topics),
+            producers,
+        }
+    }
+
+    /// Counts `count` messages a TCP client published to `topic` (shown in
+    /// its `pub_counts` among the producers).
+    pub fn record_publish(&self, client: ClientId, topic: &str, count: u64) {
+        let mut state = self.lock();
+        let Some(entry) = state.clients.get_mut(&client) else {
+            return;
+        };
+        match entry.pub_counts.iter_mut().find(|(name, _)| name == topic) {
+            Some((_, total)) => *total += count,
+            None => entry.pub_counts.push((topic.to_owned(), count)),
+        }
+    }
+}

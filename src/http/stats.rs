@@ -1,0 +1,451 @@
+//! `GET /stats` (reference §2.5): nsqd's JSON document (`format=json`) or
+//! its text layout, with the `topic`, `channel`, `include_clients` and
+//! `include_mem` parameters.
+//!
+//! What ledgerq has no equivalent for is reported as nsqd reports it when
+//! the feature is off: `e2e_processing_latency` is `{"count":0,
+//! "percentiles":null}` (no percentiles are configured), compression and TLS
+//! fields are `false`/empty. ledgerq has no garbage collector: `memory`
+//! reports the process's resident set as `heap_in_use_bytes` and zero for
+//! the Go-runtime-only keys.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::query::Params;
+use super::response::{Reply, NSQ_CONTENT_TYPE_HEADER, NSQ_CONTENT_TYPE_V1};
+use super::HttpState;
+use crate::broker::stats::{
+    ChannelSnapshot, ClientSnapshot, StatsFilter, StatsSnapshot, TopicSnapshot,
+};
+
+/// The protocol name nsqd shows as each TCP client's `version`.
+const CLIENT_VERSION: &str = "V2";
+
+#[derive(Debug, Serialize)]
+struct StatsDoc<'a> {
+    version: &'static str,
+    health: String,
+    start_time: u64,
+    topics: Option<Vec<TopicDoc<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory: Option<MemoryDoc>,
+    producers: Option<Vec<ClientDoc<'a>>>,
+}
+
+#[derive(Debug, Serialize)]
+struct TopicDoc<'a> {
+    topic_name: &'a str,
+    channels: Vec<ChannelDoc<'a>>,
+    depth: u64,
+    backend_depth: u64,
+    message_count: u64,
+    message_bytes: u64,
+    paused: bool,
+    e2e_processing_latency: E2eDoc,
+}
+
+#[derive(Debug, Serialize)]
+struct ChannelDoc<'a> {
+    channel_name: &'a str,
+    depth: u64,
+    backend_depth: u64,
+    in_flight_count: u64,
+    deferred_count: u64,
+    message_count: u64,
+    requeue_count: u64,
+    timeout_count: u64,
+    client_count: u64,
+    clients: Option<Vec<ClientDoc<'a>>>,
+    paused: bool,
+    e2e_processing_latency: E2eDoc,
+}
+
+/// Percentiles are never configured in ledgerq: nsqd's "off" shape.
+#[derive(Debug, Serialize)]
+struct E2eDoc {
+    count: u64,
+    percentiles: Option<Vec<()>>,
+}
+
+const E2E_OFF: E2eDoc = E2eDoc {
+    count: 0,
+    percentiles: None,
+};
+
+#[derive(Debug, Serialize)]
+struct PubCountDoc<'a> {
+    topic: &'a str,
+    count: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct ClientDoc<'a> {
+    client_id: &'a str,
+    hostname: &'a str,
+    version: &'static str,
+    remote_address: &'a str,
+    state: u8,
+    ready_count: u64,
+    in_flight_count: u64,
+    message_count: u64,
+    finish_count: u64,
+    requeue_count: u64,
+    connect_ts: i64,
+    sample_rate: u8,
+    deflate: bool,
+    snappy: bool,
+    user_agent: &'a str,
+    topology_zone: &'static str,
+    topology_region: &'static str,
+    tls: bool,
+    tls_cipher_suite: &'static str,
+    tls_version: &'static str,
+    tls_negotiated_protocol: &'static str,
+    tls_negotiated_protocol_is_mutual: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub_counts: Vec<PubCountDoc<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct MemoryDoc {
+    heap_objects: u64,
+    heap_idle_bytes: u64,
+    heap_in_use_bytes: u64,
+    heap_released_bytes: u64,
+    gc_pause_usec_100: u64,
+    gc_pause_usec_99: u64,
+    gc_pause_usec_95: u64,
+    next_gc_bytes: u64,
+    gc_total_runs: u64,
+}
+
+impl MemoryDoc {
+    fn now() -> MemoryDoc {
+        MemoryDoc {
+            heap_objects: 0,
+            heap_idle_bytes: 0,
+            heap_in_use_bytes: resident_bytes(),
+            heap_released_bytes: 0,
+            gc_pause_usec_100: 0,
+            gc_pause_usec_99: 0,
+            gc_pause_usec_95: 0,
+            next_gc_bytes: 0,
+            gc_total_runs: 0,
+        }
+    }
+
+    fn rows(&self) -> [(&'static str, u64); 9] {
+        [
+            ("heap_objects", self.heap_objects),
+            ("heap_idle_bytes", self.heap_idle_bytes),
+            ("heap_in_use_bytes", self.heap_in_use_bytes),
+            ("heap_released_bytes", self.heap_released_bytes),
+            ("gc_pause_usec_100", self.gc_pause_usec_100),
+            ("gc_pause_usec_99", self.gc_pause_usec_99),
+            ("gc_pause_usec_95", self.gc_pause_usec_95),
+            ("next_gc_bytes", self.next_gc_bytes),
+            ("gc_total_runs", self.gc_total_runs),
+        ]
+    }
+}
+
+/// The resident set size from `/proc/self/statm` (0 where unavailable).
+fn resident_bytes() -> u64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page_size).unwrap_or(0)
+}
+
+fn client_doc(client: &ClientSnapshot) -> ClientDoc<'_> {
+    ClientDoc {
+        client_id: &client.client_id,
+        hostname: &client.hostname,
+        version: CLIENT_VERSION,
+        remote_address: &client.remote_address,
+        state: client.state,
+        ready_count: client.ready_count,
+        in_flight_count: client.in_flight_count,
+        message_count: client.message_count,
+        finish_count: client.finish_count,
+        requeue_count: client.requeue_count,
+        connect_ts: client.connect_ts,
+        sample_rate: client.sample_rate,
+        deflate: false,
+        snappy: false,
+        user_agent: &client.user_agent,
+        topology_zone: "",
+        topology_region: "",
+        tls: false,
+        tls_cipher_suite: "",
+        tls_version: "",
+        tls_negotiated_protocol: "",
+        tls_negotiated_protocol_is_mutual: false,
+        pub_counts: client
+            .pub_counts
+            .iter()
+            .map(|(topic, count)| PubCountDoc {
+                topic,
+                count: *count,
+            })
+            .collect(),
+    }
+}
+
+fn channel_doc(channel: &ChannelSnapshot, include_clients: bool) -> ChannelDoc<'_> {
+    ChannelDoc {
+        channel_name: &channel.name,
+        depth: channel.depth,
+        backend_depth: channel.backend_depth,
+        in_flight_count: channel.in_flight_count,
+        deferred_count: channel.deferred_count,
+        message_count: channel.message_count,
+        requeue_count: channel.requeue_count,
+        timeout_count: channel.timeout_count,
+        client_count: channel.client_count,
+        clients: include_clients.then(|| channel.clients.iter().map(client_doc).collect()),
+        paused: channel.paused,
+        e2e_processing_latency: E2E_OFF,
+    }
+}
+
+fn topic_doc(topic: &TopicSnapshot, include_clients: bool) -> TopicDoc<'_> {
+    TopicDoc {
+        topic_name: &topic.name,
+        channels: topic
+            .channels
+            .iter()
+            .map(|channel| channel_doc(channel, include_clients))
+            .collect(),
+        depth: topic.depth,
+        backend_depth: topic.backend_depth,
+        message_count: topic.message_count,
+        message_bytes: topic.message_bytes,
+        paused: topic.paused,
+        e2e_processing_latency: E2E_OFF,
+    }
+}
+
+/// nsqd's boolean parameters: `true`/`1`, `false`/`0`; absent or anything
+/// else means the default (true).
+fn flag(params: &Params, key: &str) -> bool {
+    !matches!(params.get(key), Some("false" | "0"))
+}
+
+/// `GET /stats`.
+pub async fn stats(State(state): State<Arc<HttpState>>, RawQuery(query): RawQuery) -> Response {
+    match render(&state, query.as_deref()) {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+fn render(state: &HttpState, query: Option<&str>) -> Result<Response, super::response::HttpError> {
+    let params = Params::parse(query)?;
+    let include_clients = flag(&params, "include_clients");
+    let include_mem = flag(&params, "include_mem");
+    let filter = StatsFilter {
+        topic: params.get("topic").map(str::to_owned),
+        channel: params.get("channel").map(str::to_owned),
+        include_clients,
+    };
+    let snapshot = state.broker.stats(&filter);
+    let health = match state.broker.committer().failure() {
+        Some(error) => format!("NOK - {error}"),
+        None => "OK".to_owned(),
+    };
+    let memory = include_mem.then(MemoryDoc::now);
+    if params.get("format") == Some("json") {
+        let doc = StatsDoc {
+            version: state.info.version,
+            health,
+            start_time: state.info.start_time,
+            topics: snapshot.topics.as_ref().map(|topics| {
+                topics
+                    .iter()
+                    .map(|topic| topic_doc(topic, include_clients))
+                    .collect()
+            }),
+            memory,
+            producers: (include_clients && !snapshot.producers.is_empty())
+                .then(|| snapshot.producers.iter().map(client_doc).collect()),
+        };
+        return Ok(Reply::json(&doc)?.into_response());
+    }
+    let text = text_stats(state, &health, memory.as_ref(), &snapshot);
+    let mut response = Response::new(Body::from(text));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        NSQ_CONTENT_TYPE_HEADER,
+        HeaderValue::from_static(NSQ_CONTENT_TYPE_V1),
+    );
+    Ok(response)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
+
+/// A whole-second duration as Go prints one: `1h2m3s`, `5m0s`, `7s`.
+fn go_duration(seconds: u64) -> String {
+    let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    if hours > 0 {
+        format!("{hours}h{minutes}m{seconds}s")
+    } else if minutes > 0 {
+        format!("{minutes}m{seconds}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+/// One client line of the text format (nsqd's `ClientStats.String`).
+fn client_line(client: &ClientSnapshot, now: u64) -> String {
+    let connected = go_duration(now.saturating_sub(u64::try_from(client.connect_ts).unwrap_or(0)));
+    let port = client
+        .remote_address
+        .rsplit_once(':')
+        .map_or("", |(_, port)| port);
+    let id = format!("{}:{} {}", client.hostname, port, client.user_agent);
+    if !client.pub_counts.is_empty() {
+        let total: u64 = client.pub_counts.iter().map(|(_, count)| count).sum();
+        let topics: Vec<String> = client
+            .pub_counts
+            .iter()
+            .map(|(topic, count)| format!("{topic}={count}"))
+            .collect();
+        return format!(
+            "[{CLIENT_VERSION} {id:<21}] msgs: {total:<8} topics: {} connected: {connected}",
+            topics.join(",")
+        );
+    }
+    format!(
+        "[{CLIENT_VERSION} {id:<21}] state: {} inflt: {:<4} rdy: {:<4} fin: {:<8} re-q: {:<8} msgs: {:<8} connected: {connected}",
+        client.state,
+        client.in_flight_count,
+        client.ready_count,
+        client.finish_count,
+        client.requeue_count,
+        client.message_count,
+    )
+}
+
+/// nsqd's human-readable layout (reference §2.5).
+fn text_stats(
+    state: &HttpState,
+    health: &str,
+    memory: Option<&MemoryDoc>,
+    snapshot: &StatsSnapshot,
+) -> String {
+    let now = unix_now();
+    let start = UNIX_EPOCH + Duration::from_secs(state.info.start_time);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "nsqd v{} (built w/ledgerq {})",
+        state.info.version,
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(
+        out,
+        "start_time {}",
+        humantime::format_rfc3339_seconds(start)
+    );
+    let _ = writeln!(
+        out,
+        "uptime {}",
+        go_duration(now.saturating_sub(state.info.start_time))
+    );
+    let _ = writeln!(out, "\nHealth: {health}");
+    if let Some(memory) = memory {
+        out.push_str("\nMemory:\n");
+        for (key, value) in memory.rows() {
+            let _ = writeln!(out, "   {key:<25}\t{value}");
+        }
+    }
+    let topics = snapshot.topics.as_deref().unwrap_or(&[]);
+    if topics.is_empty() {
+        out.push_str("\nTopics: None\n");
+    } else {
+        out.push_str("\nTopics:");
+    }
+    for topic in topics {
+        let prefix = if topic.paused { "*P " } else { "   " };
+        let _ = writeln!(
+            out,
+            "\n{prefix}[{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8} e2e%: ",
+            topic.name, topic.depth, topic.backend_depth, topic.message_count
+        );
+        for channel in &topic.channels {
+            let prefix = if channel.paused { "   *P " } else { "      " };
+            let _ = writeln!(
+                out,
+                "{prefix}[{:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} re-q: {:<5} timeout: {:<5} msgs: {:<8} e2e%: ",
+                channel.name,
+                channel.depth,
+                channel.backend_depth,
+                channel.in_flight_count,
+                channel.deferred_count,
+                channel.requeue_count,
+                channel.timeout_count,
+                channel.message_count
+            );
+            for client in &channel.clients {
+                let _ = writeln!(out, "        {}", client_line(client, now));
+            }
+        }
+    }
+    if snapshot.producers.is_empty() {
+        out.push_str("\nProducers: None\n");
+    } else {
+        out.push_str("\nProducers:\n");
+        for producer in &snapshot.producers {
+            let _ = writeln!(out, "   {}", client_line(producer, now));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_as_go_does() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(300), "5m0s");
+        assert_eq!(go_duration(3723), "1h2m3s");
+    }
+
+    #[test]
+    fn boolean_parameters_default_to_true() {
+        let params = Params::parse(Some("a=false&b=0&c=1&d=maybe")).unwrap();
+        assert!(!flag(&params, "a"));
+        assert!(!flag(&params, "b"));
+        assert!(flag(&params, "c"));
+        assert!(flag(&params, "d"));
+        assert!(flag(&params, "missing"));
+    }
+}

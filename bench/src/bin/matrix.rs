@@ -1,0 +1,766 @@
+//! The benchmark matrix behind `bench/run`: for each server (ledgerq with
+//! fsync before OK, ledgerq with `--unsafe-no-fsync`, or any NSQ server given
+//! by address) runs `loadgen` cells and samples the server from /proc
+//! around each one, then writes `<results>/<UTC time>-<host>.md`, `.json` and
+//! SVG charts of throughput against connections.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use ledgerq_bench::server::{self, ServerCommand, Stop};
+use ledgerq_bench::util::{self, thousands, UtcTime};
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "matrix",
+    about = "Throughput, drain and latency matrix against ledgerq (fsync, no fsync) or any NSQ server"
+)]
+struct Args {
+    /// ledgerq modes to run: fsync (the default server), nofsync
+    /// (`--unsafe-no-fsync`); none with `--modes ''`.
+    #[arg(long, value_delimiter = ',', default_value = "fsync,nofsync")]
+    modes: Vec<String>,
+
+    /// Also run the matrix against this NSQ TCP address (nsqd, another broker).
+    #[arg(long)]
+    target: Option<String>,
+
+    /// Name of the --target server in the report.
+    #[arg(long, default_value = "target")]
+    target_name: String,
+
+    /// Pid of the --target server, for CPU, RSS and disk figures from /proc.
+    #[arg(long)]
+    target_pid: Option<u32>,
+
+    /// The ledgerq binary [default: $CARGO_TARGET_DIR/release/ledgerq].
+    #[arg(long)]
+    ledgerq: Option<PathBuf>,
+
+    /// The loadgen binary [default: next to this one].
+    #[arg(long)]
+    loadgen: Option<PathBuf>,
+
+    /// Seconds per throughput and latency cell.
+    #[arg(long, default_value_t = 4.0)]
+    duration: f64,
+
+    /// Connection counts of the throughput cells.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    connections: Vec<usize>,
+
+    /// Messages per MPUB in the MPUB cells.
+    #[arg(long, default_value_t = 200)]
+    mpub: usize,
+
+    /// Body size of the main throughput cells.
+    #[arg(long, default_value_t = 200)]
+    size: usize,
+
+    /// Body size of the large-message cells.
+    #[arg(long, default_value_t = 4096)]
+    large_size: usize,
+
+    /// Connection counts of the large-message cells, comma-separated ('' for none).
+    #[arg(long, default_value = "4,16", value_parser = parse_list)]
+    large_connections: List,
+
+    /// Publish commands in flight per connection in the throughput cells.
+    #[arg(long, default_value_t = 1)]
+    depth: u32,
+
+    /// Backlog published with MPUB, then drained (0 skips the drain).
+    #[arg(long, default_value_t = 1_000_000)]
+    drain_messages: u64,
+
+    /// Consuming connections of the drain.
+    #[arg(long, default_value_t = 4)]
+    drain_consumers: usize,
+
+    /// Fixed publish rate (msg/s) of the end-to-end latency cell (0 skips it).
+    #[arg(long, default_value_t = 5000.0)]
+    rate: f64,
+
+    /// Where the .md, .json and .svg files go.
+    #[arg(long, default_value = "bench/results")]
+    results_dir: PathBuf,
+
+    /// Where the temporary data dirs go [default: $TMPDIR or /tmp].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+
+    /// The command line shown in the report.
+    #[arg(long, default_value = "bench/run")]
+    command: String,
+}
+
+/// A comma-separated list of numbers, possibly empty.
+#[derive(Debug, Clone)]
+struct List(Vec<usize>);
+
+fn parse_list(text: &str) -> Result<List, std::num::ParseIntError> {
+    text.split(',')
+        .filter(|item| !item.trim().is_empty())
+        .map(|item| item.trim().parse())
+        .collect::<Result<_, _>>()
+        .map(List)
+}
+
+/// CPU time and disk writes of a process, from /proc.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+struct ProcSample {
+    /// utime + stime, seconds.
+    cpu_seconds: f64,
+    /// `write_bytes` of /proc/<pid>/io: bytes the process caused to be sent
+    /// to the storage layer.
+    write_bytes: u64,
+}
+
+impl ProcSample {
+    fn of(pid: u32) -> Result<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io"))
+            .with_context(|| format!("reading /proc/{pid}/io"))?;
+        Ok(ProcSample {
+            cpu_seconds: cpu_seconds(&stat)?,
+            write_bytes: io_field(&io, "write_bytes:")?,
+        })
+    }
+}
+
+/// utime + stime of a /proc/<pid>/stat line, in seconds.
+fn cpu_seconds(stat: &str) -> Result<f64> {
+    // The command name (field 2) may hold spaces; count from the last ')'.
+    let rest = &stat[stat.rfind(')').context("no ')' in stat")? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime and stime are fields 14 and 15.
+    let ticks = |i: usize| -> Result<u64> {
+        fields
+            .get(i - 3)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("stat field {i}"))
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    Ok((ticks(14)? + ticks(15)?) as f64 / hz)
+}
+
+fn io_field(io: &str, name: &str) -> Result<u64> {
+    io.lines()
+        .find_map(|line| line.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("{name} missing from /proc/<pid>/io"))
+}
+
+/// What the server did during one cell.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct ServerFigures {
+    cpu_seconds: f64,
+    write_bytes: u64,
+    /// Largest VmRSS sampled every 100 ms during the cell.
+    peak_rss_mib: f64,
+    /// VmHWM at the end of the cell (peak since the server started).
+    hwm_mib: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Cell {
+    /// publish, latency, drain-publish, drain.
+    kind: String,
+    connections: usize,
+    batch: usize,
+    size: usize,
+    /// Messages published (or consumed, for drain) per second.
+    msgs_per_sec: f64,
+    /// Body bytes published in the cell.
+    payload_bytes: u64,
+    server: Option<ServerFigures>,
+    /// Disk bytes written per payload byte (publish cells).
+    write_per_payload_byte: Option<f64>,
+    loadgen: Value,
+}
+
+#[derive(Debug, Serialize)]
+struct ModeReport {
+    name: String,
+    server: String,
+    cells: Vec<Cell>,
+    /// VmHWM at the end of the mode's run.
+    peak_hwm_mib: Option<f64>,
+    /// Server CPU seconds over the whole mode.
+    total_cpu_seconds: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    date: String,
+    host: String,
+    cpu: String,
+    cpus: usize,
+    kernel: String,
+    command: String,
+    duration_secs: f64,
+    depth: u32,
+    rate: f64,
+    modes: Vec<ModeReport>,
+}
+
+struct Runner<'a> {
+    args: &'a Args,
+    loadgen: PathBuf,
+    address: String,
+    pid: Option<u32>,
+}
+
+impl Runner<'_> {
+    /// Runs loadgen with `loadgen_args` and measures the server around it.
+    async fn cell(
+        &self,
+        kind: &str,
+        (connections, batch, size): (usize, usize, usize),
+        loadgen_args: &[String],
+    ) -> Result<Cell> {
+        eprintln!("-- {kind}: loadgen {}", loadgen_args.join(" "));
+        let before = self.pid.and_then(|pid| ProcSample::of(pid).ok());
+        let peak_rss = Arc::new(AtomicU64::new(0));
+        let sampler = self.pid.map(|pid| {
+            let peak_rss = peak_rss.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    tick.tick().await;
+                    if let Ok(memory) = server::Memory::of(pid) {
+                        peak_rss.fetch_max(memory.rss_kib, Ordering::Relaxed);
+                    }
+                }
+            })
+        });
+        let output = tokio::process::Command::new(&self.loadgen)
+            .args(loadgen_args)
+            .args(["--address", &self.address, "--json", "--quiet"])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .await
+            .with_context(|| format!("running {}", self.loadgen.display()))?;
+        if let Some(sampler) = sampler {
+            sampler.abort();
+        }
+        if !output.status.success() {
+            bail!("loadgen failed ({})", output.status);
+        }
+        let loadgen: Value =
+            serde_json::from_slice(&output.stdout).context("parsing loadgen's JSON")?;
+        let server = match (self.pid, before) {
+            (Some(pid), Some(before)) => {
+                let after = ProcSample::of(pid)?;
+                let memory = server::Memory::of(pid)?;
+                let sampled = peak_rss.load(Ordering::Relaxed).max(memory.rss_kib);
+                Some(ServerFigures {
+                    cpu_seconds: after.cpu_seconds - before.cpu_seconds,
+                    write_bytes: after.write_bytes.saturating_sub(before.write_bytes),
+                    peak_rss_mib: sampled as f64 / 1024.0,
+                    hwm_mib: memory.hwm_mib(),
+                })
+            }
+            _ => None,
+        };
+        let published = loadgen["publish"]["messages"].as_u64().unwrap_or(0);
+        let payload_bytes = published * size as u64;
+        let section = if kind == "drain" {
+            "consume"
+        } else {
+            "publish"
+        };
+        let msgs_per_sec = loadgen[section]["msgs_per_sec"].as_f64().unwrap_or(0.0);
+        let write_per_payload_byte = server
+            .filter(|_| payload_bytes > 0)
+            .map(|s| s.write_bytes as f64 / payload_bytes as f64);
+        eprintln!(
+            "   {} msg/s{}",
+            thousands(msgs_per_sec as u64),
+            server
+                .map(|s| format!(
+                    ", server {:.2} CPU s, {:.1} MiB written, peak RSS {:.1} MiB",
+                    s.cpu_seconds,
+                    util::mib(s.write_bytes),
+                    s.peak_rss_mib
+                ))
+                .unwrap_or_default()
+        );
+        Ok(Cell {
+            kind: kind.to_string(),
+            connections,
+            batch,
+            size,
+            msgs_per_sec,
+            payload_bytes,
+            server,
+            write_per_payload_byte,
+            loadgen,
+        })
+    }
+
+    async fn run_all(&self) -> Result<Vec<Cell>> {
+        let a = self.args;
+        let s = |v: &dyn ToString| v.to_string();
+        let mut cells = Vec::new();
+        // Latency first, while the server has no flushes or compactions to do.
+        if a.rate > 0.0 {
+            let args: Vec<String> = vec![
+                s(&"pubsub"),
+                s(&"--topic"),
+                s(&"mx-latency"),
+                s(&"-c"),
+                s(&4),
+                s(&"-d"),
+                s(&4),
+                s(&"-s"),
+                s(&a.size),
+                s(&"--rate"),
+                s(&a.rate),
+                s(&"--duration"),
+                s(&a.duration),
+                s(&"--idle-timeout"),
+                s(&2),
+            ];
+            cells.push(self.cell("latency", (4, 1, a.size), &args).await?);
+        }
+        let mut grid: Vec<(usize, usize)> = Vec::new();
+        for &c in &a.connections {
+            grid.push((c, a.size));
+        }
+        for &c in &a.large_connections.0 {
+            grid.push((c, a.large_size));
+        }
+        for (c, size) in grid {
+            for batch in [1, a.mpub] {
+                let args: Vec<String> = vec![
+                    s(&"publish"),
+                    s(&"--topic"),
+                    format!("mx-c{c}-b{batch}-s{size}"),
+                    s(&"-c"),
+                    s(&c),
+                    s(&"-b"),
+                    s(&batch),
+                    s(&"-d"),
+                    s(&a.depth),
+                    s(&"-s"),
+                    s(&size),
+                    s(&"--duration"),
+                    s(&a.duration),
+                ];
+                cells.push(self.cell("publish", (c, batch, size), &args).await?);
+            }
+        }
+        if a.drain_messages > 0 {
+            // Create the channel first (a short consume on an empty topic), so
+            // that it keeps the whole backlog on any NSQ server.
+            let topic = format!("mx-drain-{}", std::process::id());
+            let status = tokio::process::Command::new(&self.loadgen)
+                .args(["consume", "--topic", &topic, "--channel", "drain"])
+                .args(["--address", &self.address, "--idle-timeout", "0.5"])
+                .args(["--quiet"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .await?;
+            if !status.success() {
+                bail!("creating the drain channel failed ({status})");
+            }
+            let n = a.drain_messages.to_string();
+            let publish: Vec<String> = vec![
+                s(&"publish"),
+                s(&"--topic"),
+                topic.clone(),
+                s(&"-c"),
+                s(&4),
+                s(&"-b"),
+                s(&a.mpub),
+                s(&"-d"),
+                s(&4),
+                s(&"-s"),
+                s(&a.size),
+                s(&"--count"),
+                n.clone(),
+            ];
+            cells.push(
+                self.cell("drain-publish", (4, a.mpub, a.size), &publish)
+                    .await?,
+            );
+            let consume: Vec<String> = vec![
+                s(&"consume"),
+                s(&"--topic"),
+                topic,
+                s(&"--channel"),
+                s(&"drain"),
+                s(&"-c"),
+                s(&a.drain_consumers),
+                s(&"--rdy"),
+                s(&200),
+                s(&"--count"),
+                n,
+                s(&"--idle-timeout"),
+                s(&10),
+            ];
+            cells.push(
+                self.cell("drain", (a.drain_consumers, 1, a.size), &consume)
+                    .await?,
+            );
+        }
+        Ok(cells)
+    }
+}
+
+fn batch_name(batch: usize) -> String {
+    if batch == 1 {
+        "PUB".to_string()
+    } else {
+        format!("MPUB-{batch}")
+    }
+}
+
+fn opt<T>(value: Option<T>, f: impl Fn(T) -> String) -> String {
+    value.map(f).unwrap_or_else(|| "-".to_string())
+}
+
+fn latency(v: &Value, section: &str, name: &str) -> String {
+    let l = &v[section][name];
+    match (l["p50_ms"].as_f64(), l["p99_ms"].as_f64()) {
+        (Some(p50), Some(p99)) => format!("{p50:.2} / {p99:.2}"),
+        _ => "-".to_string(),
+    }
+}
+
+fn markdown(report: &Report, charts: &[(usize, String)]) -> String {
+    let mut md = String::new();
+    let push = |md: &mut String, line: String| {
+        md.push_str(&line);
+        md.push('\n');
+    };
+    push(
+        &mut md,
+        format!("# Benchmark matrix, {} on {}\n", report.date, report.host),
+    );
+    push(&mut md, format!("- command: `{}`", report.command));
+    push(
+        &mut md,
+        format!(
+            "- machine: {} CPUs ({}), Linux {}; loadgen on the same machine",
+            report.cpus, report.cpu, report.kernel
+        ),
+    );
+    push(
+        &mut md,
+        format!(
+            "- throughput cells: {} s each, {} command(s) in flight per connection; ack latency per command, \
+             end-to-end per message; latency cell: {} msg/s, 4 + 4 connections, PUB",
+            report.duration_secs, report.depth, report.rate
+        ),
+    );
+    push(
+        &mut md,
+        "- server figures from /proc/<pid>: CPU = utime + stime during the cell, peak RSS = largest VmRSS \
+         sampled every 100 ms, disk/payload = `write_bytes` of /proc/<pid>/io during the cell per body byte published"
+            .to_string(),
+    );
+    for mode in &report.modes {
+        push(&mut md, format!("\n- **{}**: `{}`", mode.name, mode.server));
+    }
+    for (size, file) in charts {
+        push(
+            &mut md,
+            format!("\n![throughput against connections, {size} B bodies]({file})"),
+        );
+    }
+    for mode in &report.modes {
+        push(&mut md, format!("\n## {}\n", mode.name));
+        push(
+            &mut md,
+            format!(
+                "Peak RSS (VmHWM) {}, server CPU {} over the whole run.\n",
+                opt(mode.peak_hwm_mib, |v| format!("{v:.1} MiB")),
+                opt(mode.total_cpu_seconds, |v| format!("{v:.1} s"))
+            ),
+        );
+        push(
+            &mut md,
+            "| Cell | Conns | Command | Size | msg/s | MB/s | ack p50 / p99 ms | e2e p50 / p99 ms | CPU s | peak RSS MiB | disk / payload |"
+                .to_string(),
+        );
+        push(
+            &mut md,
+            "|---|---|---|---|---|---|---|---|---|---|---|".to_string(),
+        );
+        for c in &mode.cells {
+            let section = if c.kind == "drain" {
+                "consume"
+            } else {
+                "publish"
+            };
+            let mb = c.loadgen[section]["mb_per_sec"].as_f64().unwrap_or(0.0);
+            let command = if c.kind == "drain" {
+                "FIN, RDY 200".to_string()
+            } else {
+                batch_name(c.batch)
+            };
+            push(
+                &mut md,
+                format!(
+                    "| {} | {} | {} | {} B | {} | {:.1} | {} | {} | {} | {} | {} |",
+                    c.kind,
+                    c.connections,
+                    command,
+                    c.size,
+                    thousands(c.msgs_per_sec as u64),
+                    mb,
+                    latency(&c.loadgen, "publish", "ack_latency"),
+                    latency(&c.loadgen, "consume", "end_to_end_latency"),
+                    opt(c.server, |s| format!("{:.2}", s.cpu_seconds)),
+                    opt(c.server, |s| format!("{:.1}", s.peak_rss_mib)),
+                    opt(c.write_per_payload_byte, |v| format!("{v:.2}")),
+                ),
+            );
+        }
+    }
+    md
+}
+
+/// One line per mode x command: msg/s against connections, log-log.
+fn draw_chart(report: &Report, size: usize, path: &Path) -> Result<bool> {
+    use plotters::prelude::*;
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for mode in &report.modes {
+        let mut batches: Vec<usize> = mode
+            .cells
+            .iter()
+            .filter(|c| c.kind == "publish" && c.size == size)
+            .map(|c| c.batch)
+            .collect();
+        batches.sort_unstable();
+        batches.dedup();
+        for batch in batches {
+            let mut points: Vec<(f64, f64)> = mode
+                .cells
+                .iter()
+                .filter(|c| c.kind == "publish" && c.size == size && c.batch == batch)
+                .map(|c| (c.connections as f64, c.msgs_per_sec.max(1.0)))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            series.push((format!("{} {}", mode.name, batch_name(batch)), points));
+        }
+    }
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.1.iter().copied()).collect();
+    if all.is_empty() {
+        return Ok(false);
+    }
+    let mut xs: Vec<f64> = all.iter().map(|p| p.0).collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    let max_x = all.iter().map(|p| p.0).fold(1.0, f64::max) * 1.3;
+    let max_y = all.iter().map(|p| p.1).fold(1.0, f64::max) * 2.0;
+    let min_y = all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min) / 2.0;
+    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("Publish throughput, {size} B bodies"),
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d(
+            (0.8..max_x).log_scale().with_key_points(xs),
+            (min_y..max_y).log_scale(),
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc("connections")
+        .y_desc("messages/s")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| thousands(*y as u64))
+        .draw()?;
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(true)
+}
+
+async fn start_ledgerq(
+    binary: &Path,
+    work: &Path,
+    name: &str,
+    extra: &[&str],
+) -> Result<(server::ServerProcess, SocketAddr, String)> {
+    let command = ServerCommand {
+        binary: binary.to_path_buf(),
+        data_path: work.join(format!("{name}-data")),
+        tcp_address: "127.0.0.1:0".parse()?,
+        extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        log_path: work.join(format!("{name}.log")),
+    };
+    let mut process = command.spawn().await?;
+    let (address, _) = process.wait_listening(Duration::from_secs(30)).await?;
+    server::wait_accepting(address, Instant::now(), Duration::from_secs(30)).await?;
+    Ok((process, address, command.display()))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let ledgerq = args.ledgerq.clone().unwrap_or_else(server::default_binary);
+    let loadgen = match &args.loadgen {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no executable dir")?
+            .join("loadgen"),
+    };
+    let stamp = UtcTime::now().compact();
+    let host = util::hostname();
+    let work_root = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let work = work_root.join(format!("ledgerq-matrix-{stamp}-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+
+    let mut modes = Vec::new();
+    for mode in args.modes.iter().filter(|m| !m.is_empty()) {
+        let extra: &[&str] = match mode.as_str() {
+            "fsync" => &[],
+            "nofsync" => &["--unsafe-no-fsync"],
+            other => bail!("unknown mode {other:?} (fsync, nofsync)"),
+        };
+        let (process, address, display) = start_ledgerq(&ledgerq, &work, mode, extra).await?;
+        eprintln!("== {mode}: {display}");
+        let runner = Runner {
+            args: &args,
+            loadgen: loadgen.clone(),
+            address: address.to_string(),
+            pid: Some(process.pid),
+        };
+        let start = ProcSample::of(process.pid)?;
+        let cells = runner.run_all().await?;
+        let end = ProcSample::of(process.pid)?;
+        let hwm = process.memory()?.hwm_mib();
+        process.stop(Stop::Term, Duration::from_secs(60)).await?;
+        modes.push(ModeReport {
+            name: format!("ledgerq {mode}"),
+            server: display,
+            cells,
+            peak_hwm_mib: Some(hwm),
+            total_cpu_seconds: Some(end.cpu_seconds - start.cpu_seconds),
+        });
+    }
+    if let Some(target) = &args.target {
+        eprintln!("== {}: {target}", args.target_name);
+        let runner = Runner {
+            args: &args,
+            loadgen: loadgen.clone(),
+            address: target.clone(),
+            pid: args.target_pid,
+        };
+        let start = args.target_pid.and_then(|pid| ProcSample::of(pid).ok());
+        let cells = runner.run_all().await?;
+        let end = args.target_pid.and_then(|pid| ProcSample::of(pid).ok());
+        modes.push(ModeReport {
+            name: args.target_name.clone(),
+            server: format!(
+                "{target}{}",
+                opt(args.target_pid, |p| format!(" (pid {p})"))
+            ),
+            cells,
+            peak_hwm_mib: args
+                .target_pid
+                .and_then(|pid| server::Memory::of(pid).ok())
+                .map(|m| m.hwm_mib()),
+            total_cpu_seconds: start.zip(end).map(|(s, e)| e.cpu_seconds - s.cpu_seconds),
+        });
+    }
+    let _ = std::fs::remove_dir_all(&work);
+
+    let (cpu, cpus) = util::cpu_info();
+    let report = Report {
+        date: stamp.clone(),
+        host: host.clone(),
+        cpu,
+        cpus,
+        kernel: util::kernel_release(),
+        command: args.command.clone(),
+        duration_secs: args.duration,
+        depth: args.depth,
+        rate: args.rate,
+        modes,
+    };
+    std::fs::create_dir_all(&args.results_dir)?;
+    let base = format!("{stamp}-{host}");
+    let mut sizes = vec![args.size];
+    if !args.large_connections.0.is_empty() && args.large_size != args.size {
+        sizes.push(args.large_size);
+    }
+    let mut charts = Vec::new();
+    for size in sizes {
+        let file = format!("{base}-throughput-{size}B.svg");
+        if draw_chart(&report, size, &args.results_dir.join(&file))? {
+            charts.push((size, file));
+        }
+    }
+    let md = markdown(&report, &charts);
+    std::fs::write(args.results_dir.join(format!("{base}.md")), &md)?;
+    std::fs::write(
+        args.results_dir.join(format!("{base}.json")),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    print!("{md}");
+    eprintln!(
+        "wrote {}/{base}.md, .json and {} chart(s)",
+        args.results_dir.display(),
+        charts.len()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cpu_seconds_from_stat() {
+        let stat = "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 \
+                    8 0 100 1000000 500 18446744073709551615";
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        assert!((cpu_seconds(stat).unwrap() - 300.0 / hz).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reads_own_proc_sample() {
+        let sample = ProcSample::of(std::process::id()).unwrap();
+        assert!(sample.cpu_seconds >= 0.0);
+        assert_eq!(
+            io_field("rchar: 5\nwrite_bytes: 42\n", "write_bytes:").unwrap(),
+            42
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! HTTP side of the harness: the real binary with both its TCP and HTTP
+//! addresses read from its log, and a minimal HTTP/1.1 client that keeps
+//! status, headers and body exactly as sent (for nsqd's shapes).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::{RawClient, DEADLINE};
+
+/// A `ledgerq serve` child listening on loopback TCP and HTTP ports.
+pub struct HttpServer {
+    pub child: Child,
+    pub tcp_address: SocketAddr,
+    pub http_address: SocketAddr,
+}
+
+impl HttpServer {
+    pub fn start(data_dir: &Path, extra_args: &[&str]) -> HttpServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ledgerq"))
+            .arg("serve")
+            .arg("--tcp-address=127.0.0.1:0")
+            .arg("--http-address=127.0.0.1:0")
+            .arg(format!("--data-path={}", data_dir.display()))
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ledgerq");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("LEDGERQ_TEST_LOG").is_some() {
+                    eprintln!("[ledgerq] {line}");
+                }
+                for (marker, field) in [
+                    ("TCP: listening", "tcp_address="),
+                    ("HTTP: listening", "http_address="),
+                ] {
+                    if let Some(address) = logged_address(&line, marker, field) {
+                        let _ = sender.send((marker, address));
+                    }
+                }
+            }
+        });
+        let (mut tcp_address, mut http_address) = (None, None);
+        while tcp_address.is_none() || http_address.is_none() {
+            let (marker, address) = receiver
+                .recv_timeout(DEADLINE)
+                .expect("ledgerq did not report its listening addresses");
+            if marker.starts_with("TCP") {
+                tcp_address = Some(address);
+            } else {
+                http_address = Some(address);
+            }
+        }
+        HttpServer {
+            child,
+            tcp_address: tcp_address.unwrap(),
+            http_address: http_address.unwrap(),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn request(&self, method: &str, target: &str, body: &[u8]) -> Response {
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let mut raw = head.into_bytes();
+        raw.extend_from_slice(body);
+        exchange(self.http_address, &raw)
+    }
+
+    pub fn post(&self, target: &str, body: &[u8]) -> Response {
+        self.request("POST", target, body)
+    }
+
+    pub fn get(&self, target: &str) -> Response {
+        self.request("GET", target, b"")
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn logged_address(line: &str, marker: &str, field: &str) -> Option<SocketAddr> {
+    if !line.contains(marker) {
+        return None;
+    }
+    let rest = &line[line.find(field)? + field.len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Asserts nsqd's V1 error shape.
+    pub fn assert_error(&self, status: u16, message: &str) {
+        assert_eq!(
+            (self.status, self.body.as_str()),
+            (status, format!(r#"{{"message":"{message}"}}"#).as_str()),
+            "{self:?}"
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json; charset=utf-8")
+        );
+        assert_eq!(self.header("x-nsq-content-type"), Some("nsq; version=1.0"));
+    }
+
+    /// Asserts a V1 `OK`.
+    pub fn assert_ok(&self) {
+        assert_eq!((self.status, self.body.as_str()), (200, "OK"), "{self:?}");
+        assert_eq!(self.header("x-nsq-content-type"), Some("nsq; version=1.0"));
+        assert_eq!(
+            self.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+    }
+
+    /// Asserts a V1 empty 200.
+    pub fn assert_empty(&self) {
+        assert_eq!((self.status, self.body.as_str()), (200, ""), "{self:?}");
+        assert_eq!(self.header("x-nsq-content-type"), Some("nsq; version=1.0"));
+        assert_eq!(self.header("content-type"), None);
+    }
+}
+
+/// Sends raw request bytes on a new connection and reads the response up
+/// to the end of the stream (requests say `Connection: close`).
+pub fn exchange(address: SocketAddr, raw: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(address).expect("connect HTTP");
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(raw).expect("send request");
+    let mut data = Vec::new();
+    // The server may answer (and close) before reading a refused body.
+    let _ = stream.read_to_end(&mut data);
+    parse_response(&data)
+}
+
+pub fn parse_response(data: &[u8]) -> Response {
+    let text = String::from_utf8_lossy(data);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP response in {text:?}"));
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        .collect();
+    let chunked = headers.iter().any(|(key, value)| {
+        key.eq_ignore_ascii_case("transfer-encoding") && value.contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect("chunk size line");
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+}
+
+pub fn subscriber(server: &HttpServer, topic: &str, channel: &str) -> RawClient {
+    let mut client = RawClient::connect(server.tcp_address);
+    client.subscribe(topic, channel);
+    client.command("RDY 100");
+    client
+}
+
+/// Asserts that nothing reaches `consumer`: a negative check, so it gives
+/// a delivery that should not happen some time to show up first.
+pub fn assert_quiet(consumer: &mut RawClient) {
+    std::thread::sleep(Duration::from_millis(200));
+    let messages = consumer.read_barrier();
+    assert!(messages.is_empty(), "unexpected deliveries: {messages:?}");
+}
+
+pub fn body_text(consumer: &mut RawClient) -> String {
+    String::from_utf8(consumer.read_message().body).unwrap()
+}

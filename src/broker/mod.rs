@@ -474,16 +474,8 @@ impl Broker {
         }
         let channel_id = {
             let mut state = self.lock();
-            let topic = state
-                .topics
-                .get_mut(topic_name)
-                .ok_or(BrokerError::TopicNotFound)?;
-            let topic_ephemeral = topic.ephemeral;
-            let channel = topic
-                .channels
-                .get_mut(channel_name)
-                .ok_or(BrokerError::ChannelNotFound)?;
-            if topic_ephemeral {
+            let (topic, channel) = find_channel(&mut state, topic_name, channel_name)?;
+            if topic.ephemeral {
                 channel.paused = paused;
                 self.dispatch_channel(&mut state, topic_name, channel_name);
                 return Ok(());
@@ -523,17 +515,9 @@ impl Broker {
         }
         let channel_id = {
             let mut state = self.lock();
-            let topic = state
-                .topics
-                .get_mut(topic_name)
-                .ok_or(BrokerError::TopicNotFound)?;
-            let topic_ephemeral = topic.ephemeral;
-            let channel = topic
-                .channels
-                .get_mut(channel_name)
-                .ok_or(BrokerError::ChannelNotFound)?;
+            let (topic, channel) = find_channel(&mut state, topic_name, channel_name)?;
             let channel_id = channel.id;
-            if topic_ephemeral {
+            if topic.ephemeral {
                 remove_channel(&mut state, topic_name, channel_name, channel_id);
                 return Ok(());
             }
@@ -619,17 +603,9 @@ impl Broker {
         }
         let channel_id = {
             let mut state = self.lock();
-            let topic = state
-                .topics
-                .get_mut(topic_name)
-                .ok_or(BrokerError::TopicNotFound)?;
-            let (topic_ephemeral, handed_over) = (topic.ephemeral, topic.handed_over);
-            let channel_id = topic
-                .channels
-                .get(channel_name)
-                .ok_or(BrokerError::ChannelNotFound)?
-                .id;
-            if topic_ephemeral {
+            let (topic, channel) = find_channel(&mut state, topic_name, channel_name)?;
+            let (channel_id, handed_over) = (channel.id, topic.handed_over);
+            if topic.ephemeral {
                 empty_channel(
                     &mut state,
                     topic_name,
@@ -1102,6 +1078,33 @@ impl Broker {
             }),
         );
     }
+}
+
+/// What admin commands need to know of a channel's topic.
+struct TopicFacts {
+    ephemeral: bool,
+    handed_over: u64,
+}
+
+/// The named channel and facts of its topic, or nsqd's not-found errors.
+fn find_channel<'a>(
+    state: &'a mut BrokerState,
+    topic_name: &str,
+    channel_name: &str,
+) -> Result<(TopicFacts, &'a mut Channel), BrokerError> {
+    let topic = state
+        .topics
+        .get_mut(topic_name)
+        .ok_or(BrokerError::TopicNotFound)?;
+    let facts = TopicFacts {
+        ephemeral: topic.ephemeral,
+        handed_over: topic.handed_over,
+    };
+    let channel = topic
+        .channels
+        .get_mut(channel_name)
+        .ok_or(BrokerError::ChannelNotFound)?;
+    Ok((facts, channel))
 }
 
 /// A publish on its way to the disk.

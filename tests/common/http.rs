@@ -1,76 +1,17 @@
-//! HTTP side of the harness: the real binary with both its TCP and HTTP
-//! addresses read from its log, and a minimal HTTP/1.1 client that keeps
-//! status, headers and body exactly as sent (for nsqd's shapes).
+//! HTTP side of the harness: requests to the server's HTTP address with a
+//! minimal HTTP/1.1 client that keeps status, headers and body exactly as
+//! sent (for nsqd's shapes).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use super::{RawClient, DEADLINE};
 
-/// A `ledgerq serve` child listening on loopback TCP and HTTP ports.
-pub struct HttpServer {
-    pub child: Child,
-    pub tcp_address: SocketAddr,
-    pub http_address: SocketAddr,
-}
+/// The harness's server: it reads both listening addresses from the log.
+pub type HttpServer = super::Server;
 
-impl HttpServer {
-    pub fn start(data_dir: &Path, extra_args: &[&str]) -> HttpServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ledgerq"))
-            .arg("serve")
-            .arg("--tcp-address=127.0.0.1:0")
-            .arg("--http-address=127.0.0.1:0")
-            .arg(format!("--data-path={}", data_dir.display()))
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ledgerq");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("LEDGERQ_TEST_LOG").is_some() {
-                    eprintln!("[ledgerq] {line}");
-                }
-                for (marker, field) in [
-                    ("TCP: listening", "tcp_address="),
-                    ("HTTP: listening", "http_address="),
-                ] {
-                    if let Some(address) = logged_address(&line, marker, field) {
-                        let _ = sender.send((marker, address));
-                    }
-                }
-            }
-        });
-        let (mut tcp_address, mut http_address) = (None, None);
-        while tcp_address.is_none() || http_address.is_none() {
-            let (marker, address) = receiver
-                .recv_timeout(DEADLINE)
-                .expect("ledgerq did not report its listening addresses");
-            if marker.starts_with("TCP") {
-                tcp_address = Some(address);
-            } else {
-                http_address = Some(address);
-            }
-        }
-        HttpServer {
-            child,
-            tcp_address: tcp_address.unwrap(),
-            http_address: http_address.unwrap(),
-        }
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
+impl super::Server {
     pub fn request(&self, method: &str, target: &str, body: &[u8]) -> Response {
         let head = format!(
             "{method} {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -88,20 +29,6 @@ impl HttpServer {
     pub fn get(&self, target: &str) -> Response {
         self.request("GET", target, b"")
     }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-pub fn logged_address(line: &str, marker: &str, field: &str) -> Option<SocketAddr> {
-    if !line.contains(marker) {
-        return None;
-    }
-    let rest = &line[line.find(field)? + field.len()..];
-    rest.split_whitespace().next()?.parse().ok()
 }
 
 #[derive(Debug)]

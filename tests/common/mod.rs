@@ -17,8 +17,9 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A `ledgerq serve` child process.
 pub struct Server {
-    child: Child,
+    pub child: Child,
     pub tcp_address: SocketAddr,
+    pub http_address: SocketAddr,
     pub data_dir: PathBuf,
     pub extra_args: Vec<String>,
 }
@@ -44,17 +45,27 @@ impl Server {
                 if std::env::var_os("LEDGERQ_TEST_LOG").is_some() {
                     eprintln!("[ledgerq] {line}");
                 }
-                if let Some(address) = listening_address(&line) {
-                    let _ = sender.send(address);
+                for field in ["tcp_address=", "http_address="] {
+                    if let Some(address) = listening_address(&line, field) {
+                        let _ = sender.send((field, address));
+                    }
                 }
             }
         });
-        let tcp_address = receiver
-            .recv_timeout(DEADLINE)
-            .expect("ledgerq did not report its listening address");
+        let (mut tcp_address, mut http_address) = (None, None);
+        while tcp_address.is_none() || http_address.is_none() {
+            let (field, address) = receiver
+                .recv_timeout(DEADLINE)
+                .expect("ledgerq did not report its listening addresses");
+            match field {
+                "tcp_address=" => tcp_address = Some(address),
+                _ => http_address = Some(address),
+            }
+        }
         Server {
             child,
-            tcp_address,
+            tcp_address: tcp_address.expect("reported"),
+            http_address: http_address.expect("reported"),
             data_dir: data_dir.to_path_buf(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         }
@@ -102,11 +113,12 @@ impl Drop for Server {
     }
 }
 
-fn listening_address(line: &str) -> Option<SocketAddr> {
-    if !line.contains("TCP: listening") {
+/// The address after `field` in a `TCP: listening` / `HTTP: listening` log line.
+fn listening_address(line: &str, field: &str) -> Option<SocketAddr> {
+    if !line.contains(": listening") {
         return None;
     }
-    let rest = &line[line.find("tcp_address=")? + "tcp_address=".len()..];
+    let rest = &line[line.find(field)? + field.len()..];
     rest.split_whitespace().next()?.parse().ok()
 }
 

@@ -400,17 +400,12 @@ impl Reader {
             Ok(id) => id,
             Err(error) => return self.fail(publish_failed(verb, &error)),
         };
-        let count = bodies.len() as u64;
-        let ticket = self
-            .broker
-            .submit_publish(topic, topic_id, bodies, defer_ms);
-        let (broker, client, topic) = (self.broker.clone(), self.client, topic.to_owned());
+        let ticket =
+            self.broker
+                .submit_publish(topic, topic_id, bodies, defer_ms, Some(self.client));
         Box::pin(async move {
             match ticket.wait().await {
-                Ok(()) => {
-                    broker.record_publish(client, &topic, count);
-                    Reply::Frame(response(b"OK"))
-                }
+                Ok(()) => Reply::Frame(response(b"OK")),
                 Err(error) => error_reply(&publish_failed(verb, &error)),
             }
         })

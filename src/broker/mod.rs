@@ -146,6 +146,11 @@ impl Broker {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether a topic of this name exists (durable or ephemeral).
+    pub fn has_topic(&self, name: &str) -> bool {
+        self.lock().topics.contains_key(name)
+    }
+
     pub fn is_exiting(&self) -> bool {
         self.exiting.load(Ordering::SeqCst)
     }
@@ -687,37 +692,41 @@ impl Broker {
         defer_ms: u64,
     ) -> Result<(), BrokerError> {
         let topic_id = self.ensure_topic(topic_name).await?;
-        self.submit_publish(topic_name, topic_id, bodies, defer_ms)
+        self.submit_publish(topic_name, topic_id, bodies, defer_ms, None)
             .wait()
             .await
     }
 
     /// Queues a publish to an existing topic without waiting, so that one
     /// connection's publishes are committed in the order it sent them.
+    /// `publisher` is the TCP client to credit in `/stats`, if any.
     pub fn submit_publish(
         self: &Arc<Self>,
         topic_name: &str,
         topic_id: u64,
         bodies: Vec<Bytes>,
         defer_ms: u64,
+        publisher: Option<ClientId>,
     ) -> PublishTicket {
         if self.is_exiting() {
             return PublishTicket::Done(Err(BrokerError::Exiting));
         }
-        let timestamp_ns = clock::now_ns();
-        let deliver_at_ms = if defer_ms > 0 {
-            clock::now_ms() + defer_ms
-        } else {
-            0
+        let stamp = Stamp {
+            timestamp_ns: clock::now_ns(),
+            deliver_at_ms: if defer_ms > 0 {
+                clock::now_ms() + defer_ms
+            } else {
+                0
+            },
         };
         if is_ephemeral(topic_name) {
-            let result = self.publish_in_memory(topic_name, timestamp_ns, deliver_at_ms, bodies);
+            let result = self.publish_in_memory(topic_name, stamp, bodies, publisher);
             return PublishTicket::Done(result);
         }
         let command = Command::Publish {
             topic: topic_id,
-            timestamp_ns,
-            deliver_at_ms,
+            timestamp_ns: stamp.timestamp_ns,
+            deliver_at_ms: stamp.deliver_at_ms,
             bodies: bodies.clone(),
         };
         let (sender, receiver) = oneshot::channel();
@@ -733,8 +742,8 @@ impl Broker {
                     ..
                 }) = &result
                 {
-                    let published = (*first_offset, *handed_over, timestamp_ns, deliver_at_ms);
-                    broker.on_published(&topic_name, topic_id, published, bodies);
+                    let offsets = (*first_offset, *handed_over);
+                    broker.on_published(&topic_name, topic_id, offsets, stamp, bodies, publisher);
                 }
                 let _ = sender.send(result);
             }),
@@ -742,15 +751,19 @@ impl Broker {
         PublishTicket::Waiting(receiver)
     }
 
+    /// Commit completion of a durable publish: the messages join the
+    /// topic's cache and are handed to its channels.
     fn on_published(
         &self,
         topic_name: &str,
         topic_id: u64,
-        published: (u64, u64, i64, u64),
+        (first_offset, handed_over): (u64, u64),
+        stamp: Stamp,
         bodies: Vec<Bytes>,
+        publisher: Option<ClientId>,
     ) {
-        let (first_offset, handed_over, timestamp_ns, deliver_at_ms) = published;
         let mut state = self.lock();
+        stats::count_publish(&mut state, publisher, topic_name, bodies.len() as u64);
         let Some(topic) = state
             .topics
             .get_mut(topic_name)
@@ -758,19 +771,7 @@ impl Broker {
         else {
             return;
         };
-        let messages = (first_offset..)
-            .zip(bodies)
-            .map(|(offset, body)| {
-                Arc::new(Message::new(
-                    topic_id,
-                    offset,
-                    timestamp_ns,
-                    deliver_at_ms,
-                    body,
-                ))
-            })
-            .collect();
-        topic.append(messages);
+        topic.append(stamp.messages(topic_id, first_offset, bodies));
         topic.handed_over = handed_over;
         self.dispatch_topic(&mut state, topic_name);
     }
@@ -778,29 +779,18 @@ impl Broker {
     fn publish_in_memory(
         &self,
         topic_name: &str,
-        timestamp_ns: i64,
-        deliver_at_ms: u64,
+        stamp: Stamp,
         bodies: Vec<Bytes>,
+        publisher: Option<ClientId>,
     ) -> Result<(), BrokerError> {
         let mut state = self.lock();
+        stats::count_publish(&mut state, publisher, topic_name, bodies.len() as u64);
         let topic = state
             .topics
             .get_mut(topic_name)
             .ok_or(BrokerError::Exiting)?;
         let (topic_id, first_offset) = (topic.id, topic.next_offset);
-        let messages = (first_offset..)
-            .zip(bodies)
-            .map(|(offset, body)| {
-                Arc::new(Message::new(
-                    topic_id,
-                    offset,
-                    timestamp_ns,
-                    deliver_at_ms,
-                    body,
-                ))
-            })
-            .collect();
-        topic.append(messages);
+        topic.append(stamp.messages(topic_id, first_offset, bodies));
         self.dispatch_topic(&mut state, topic_name);
         Ok(())
     }
@@ -1077,6 +1067,32 @@ impl Broker {
                 }
             }),
         );
+    }
+}
+
+/// The times every message of one publish carries.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    timestamp_ns: i64,
+    deliver_at_ms: u64,
+}
+
+impl Stamp {
+    /// The messages of one publish, at consecutive offsets from `first_offset`.
+    fn messages(self, topic_id: u64, first_offset: u64, bodies: Vec<Bytes>) -> Vec<Arc<Message>> {
+        (first_offset..)
+            .zip(bodies)
+            .map(|(offset, body)| {
+                let message = Message::new(
+                    topic_id,
+                    offset,
+                    self.timestamp_ns,
+                    self.deliver_at_ms,
+                    body,
+                );
+                Arc::new(message)
+            })
+            .collect()
     }
 }
 

@@ -15,7 +15,7 @@
 //! dispatch reads it.
 
 use super::client::{Client, ClientId};
-use super::Broker;
+use super::{Broker, BrokerState};
 use crate::clock;
 
 /// nsqd's numeric client states, as `/stats` shows them.
@@ -216,17 +216,22 @@ impl Broker {
             producers,
         }
     }
+}
 
-    /// Counts `count` messages a TCP client published to `topic` (shown in
-    /// its `pub_counts` among the producers).
-    pub fn record_publish(&self, client: ClientId, topic: &str, count: u64) {
-        let mut state = self.lock();
-        let Some(entry) = state.clients.get_mut(&client) else {
-            return;
-        };
-        match entry.pub_counts.iter_mut().find(|(name, _)| name == topic) {
-            Some((_, total)) => *total += count,
-            None => entry.pub_counts.push((topic.to_owned(), count)),
-        }
+/// Counts `count` messages that TCP client `publisher` published to `topic`
+/// (its `pub_counts` among the producers); called under the broker lock the
+/// publish already holds.
+pub(super) fn count_publish(
+    state: &mut BrokerState,
+    publisher: Option<ClientId>,
+    topic: &str,
+    count: u64,
+) {
+    let Some(entry) = publisher.and_then(|id| state.clients.get_mut(&id)) else {
+        return;
+    };
+    match entry.pub_counts.iter_mut().find(|(name, _)| name == topic) {
+        Some((_, total)) => *total += count,
+        None => entry.pub_counts.push((topic.to_owned(), count)),
     }
 }

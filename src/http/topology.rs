@@ -75,7 +75,7 @@ pub async fn create_channel(
 ) -> V1Result {
     let params = Params::parse(query.as_deref())?;
     let (topic, channel) = topic_channel_params(&params)?;
-    if !state.broker.lock().topics.contains_key(topic) {
+    if !state.broker.has_topic(topic) {
         return Err(HttpError::not_found("TOPIC_NOT_FOUND"));
     }
     state

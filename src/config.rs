@@ -23,10 +23,21 @@ pub struct Cli {
 pub enum CliCommand {
     /// Run the broker (the nsqd equivalent).
     Serve(ServeArgs),
+    /// Run the discovery service (the nsqlookupd equivalent).
+    Lookupd(LookupdArgs),
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+fn log_level(text: &str) -> Result<String, String> {
+    match crate::logging::level_number(text) {
+        Some(_) => Ok(text.trim().to_ascii_lowercase()),
+        None => Err(format!(
+            "invalid log level {text:?}: debug, info, warn, error or fatal"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -44,13 +55,33 @@ pub struct ServeArgs {
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub http_read_timeout: Duration,
 
+    /// Address this node registers with lookupd (default: the host name).
+    #[arg(long)]
+    pub broadcast_address: Option<String>,
+
+    /// TCP port this node registers with lookupd (0: the listening port).
+    #[arg(long, default_value_t = 0)]
+    pub broadcast_tcp_port: u16,
+
+    /// HTTP port this node registers with lookupd (0: the listening port).
+    #[arg(long, default_value_t = 0)]
+    pub broadcast_http_port: u16,
+
+    /// lookupd TCP address to register with (repeatable).
+    #[arg(long = "lookupd-tcp-address")]
+    pub lookupd_tcp_addresses: Vec<String>,
+
     /// Directory of the RocksDB database holding every topic's log.
     #[arg(long, default_value = "ledgerq-data")]
     pub data_path: PathBuf,
 
     /// Log level: debug, info, warn, error or fatal.
-    #[arg(long, default_value = "info")]
+    #[arg(long, default_value = "info", value_parser = log_level)]
     pub log_level: String,
+
+    /// Changes the log level at run time (set by `main`; tests leave it out).
+    #[arg(skip)]
+    pub log_control: Option<crate::logging::LogControl>,
 
     /// Messages of each topic kept in memory to serve consumers without
     /// reading the disk (every message is on disk regardless).
@@ -118,11 +149,54 @@ pub struct ServeArgs {
     pub unsafe_no_fsync: bool,
 }
 
+/// Flags of `ledgerq lookupd` (nsqlookupd's names and defaults).
+#[derive(Debug, Clone, Args)]
+pub struct LookupdArgs {
+    /// <addr>:<port> to listen on for TCP clients (nodes registering).
+    #[arg(long, default_value = "0.0.0.0:4160")]
+    pub tcp_address: SocketAddr,
+
+    /// <addr>:<port> to listen on for HTTP clients (consumers, nsqadmin).
+    #[arg(long, default_value = "0.0.0.0:4161")]
+    pub http_address: SocketAddr,
+
+    /// Address of this lookupd node (default: the host name).
+    #[arg(long)]
+    pub broadcast_address: Option<String>,
+
+    /// A producer that has not pinged for this long is left out of answers.
+    #[arg(long, default_value = "300s", value_parser = duration)]
+    pub inactive_producer_timeout: Duration,
+
+    /// How long a tombstoned producer is left out of `/lookup`.
+    #[arg(long, default_value = "45s", value_parser = duration)]
+    pub tombstone_lifetime: Duration,
+
+    /// How long an HTTP client may take to send a request's headers.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub http_read_timeout: Duration,
+
+    /// Log level: debug, info, warn, error or fatal.
+    #[arg(long, default_value = "info", value_parser = log_level)]
+    pub log_level: String,
+}
+
+impl LookupdArgs {
+    /// The settings with every default, as if parsed from no flags.
+    pub fn defaults() -> Self {
+        match Cli::parse_from(["ledgerq", "lookupd"]).command {
+            CliCommand::Lookupd(args) => args,
+            CliCommand::Serve(_) => unreachable!("parsed the lookupd subcommand"),
+        }
+    }
+}
+
 impl ServeArgs {
     /// The settings with every default, as if parsed from no flags.
     pub fn defaults() -> Self {
         match Cli::parse_from(["ledgerq", "serve"]).command {
             CliCommand::Serve(args) => args,
+            CliCommand::Lookupd(_) => unreachable!("parsed the serve subcommand"),
         }
     }
 }

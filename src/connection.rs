@@ -235,7 +235,7 @@ pub async fn serve(
 /// [`LINGER_DEADLINE`] passes. Closing a socket with unread input makes the
 /// kernel send RST, which destroys replies the client has not read yet (the
 /// `OK`s of a pipelining publisher at shutdown, or a fatal error frame).
-async fn linger(mut socket: OwnedReadHalf) {
+pub(crate) async fn linger(mut socket: OwnedReadHalf) {
     let mut sink = [0u8; 4096];
     let drain = async { while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {} };
     let _ = tokio::time::timeout(LINGER_DEADLINE, drain).await;

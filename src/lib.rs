@@ -5,6 +5,9 @@
 //!   crate's state machine and group committer.
 //! - [`connection`]: one client connection, top to bottom like the spec.
 //! - [`http`]: nsqd's HTTP API (`/pub`, `/mpub`, `/info`, ...).
+//! - [`lookup_peer`]: registration of a node with its lookupds, as nsqd does.
+//! - [`lookupd`]: `ledgerq lookupd`, discovery compatible with nsqlookupd.
+//! - [`metrics`]: Prometheus `/metrics`, including the cost of durability.
 //! - [`server`]: the accept loop, timers and graceful shutdown.
 //! - [`config`]: command-line flags (nsqd's names and defaults).
 
@@ -13,5 +16,9 @@ pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod logging;
+pub mod lookup_peer;
+pub mod lookupd;
+pub mod metrics;
 pub mod protocol;
 pub mod server;

@@ -3,30 +3,25 @@
 
 use clap::Parser;
 use ledgerq::config::{Cli, CliCommand};
-use tracing_subscriber::EnvFilter;
-
-fn init_logging(level: &str) {
-    let level = match level {
-        "fatal" => "error",
-        other => other,
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    use std::io::IsTerminal;
-    let ansi = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        CliCommand::Serve(args) => {
-            init_logging(&args.log_level);
+        CliCommand::Serve(mut args) => {
+            args.log_control = Some(ledgerq::logging::init(&args.log_level));
             let running = ledgerq::server::start(args, None).await?;
+            let token = running.shutdown_token();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("signal received: shutting down");
+                token.cancel();
+            });
+            running.wait().await;
+        }
+        CliCommand::Lookupd(args) => {
+            ledgerq::logging::init(&args.log_level);
+            let running = ledgerq::lookupd::start(args).await?;
             let token = running.shutdown_token();
             tokio::spawn(async move {
                 wait_for_signal().await;

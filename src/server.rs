@@ -18,6 +18,8 @@ use crate::broker::{Broker, BrokerOptions};
 use crate::config::{ms, ServeArgs};
 use crate::connection::{self, ConnectionSettings};
 use crate::http::{self, HttpState};
+use crate::lookup_peer::{LookupPeers, NodeIdentity};
+use crate::metrics::{CommitMetrics, Metrics};
 
 /// How often in-flight timeouts and deferred messages are checked.
 const TIMER_PERIOD: Duration = Duration::from_millis(25);
@@ -52,7 +54,7 @@ impl Running {
     }
 }
 
-pub fn broker_options(args: &ServeArgs) -> BrokerOptions {
+pub fn broker_options(args: &ServeArgs, observer: Arc<CommitMetrics>) -> BrokerOptions {
     BrokerOptions {
         mem_queue_size: args.mem_queue_size,
         msg_timeout_ms: ms(args.msg_timeout),
@@ -60,6 +62,7 @@ pub fn broker_options(args: &ServeArgs) -> BrokerOptions {
         max_req_timeout_ms: ms(args.max_req_timeout),
         commit: CommitOptions {
             lazy_interval: args.finish_sync_interval,
+            observer: Some(observer),
             ..CommitOptions::default()
         },
     }
@@ -82,7 +85,8 @@ pub async fn start(
     sync_hook: Option<Arc<dyn SyncHook>>,
 ) -> anyhow::Result<Running> {
     let store = store_options(&args, sync_hook);
-    let options = broker_options(&args);
+    let commit_metrics = Arc::new(CommitMetrics::default());
+    let options = broker_options(&args, commit_metrics.clone());
     let broker = tokio::task::spawn_blocking(move || Broker::open(store, options))
         .await?
         .with_context(|| format!("opening data path {}", args.data_path.display()))?;
@@ -95,11 +99,17 @@ pub async fn start(
     let http_listener = bind_http(&args).await?;
     let http_address = http_listener.local_addr()?;
     tracing::info!(%http_address, "HTTP: listening");
+    let metrics = Metrics::new(broker.clone(), &commit_metrics);
+    let identity = node_identity(&args, tcp_address, http_address);
+    let lookup_peers = LookupPeers::new(broker.clone(), identity, shutdown.clone());
+    lookup_peers.set_addresses(args.lookupd_tcp_addresses.clone());
     let state = Arc::new(HttpState::new(
         broker.clone(),
         &args,
         tcp_address,
         http_address,
+        metrics,
+        lookup_peers,
     ));
     let serving = http::serve(
         http_listener,
@@ -123,6 +133,31 @@ pub async fn start(
         shutdown,
         task,
     })
+}
+
+/// What this node tells lookupds about itself.
+fn node_identity(
+    args: &ServeArgs,
+    tcp_address: SocketAddr,
+    http_address: SocketAddr,
+) -> NodeIdentity {
+    let hostname = crate::http::info::hostname();
+    let port = |broadcast: u16, listening: SocketAddr| match broadcast {
+        0 => listening.port(),
+        port => port,
+    };
+    NodeIdentity {
+        version: crate::connection::NSQ_COMPATIBLE_VERSION.to_owned(),
+        tcp_port: port(args.broadcast_tcp_port, tcp_address),
+        http_port: port(args.broadcast_http_port, http_address),
+        broadcast_address: args
+            .broadcast_address
+            .clone()
+            .unwrap_or_else(|| hostname.clone()),
+        hostname,
+        topology_zone: String::new(),
+        topology_region: String::new(),
+    }
 }
 
 /// Binds `--http-address`; without the flag, nsqd's default address, and if

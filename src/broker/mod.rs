@@ -14,7 +14,7 @@ pub mod recovery;
 pub mod stats;
 pub mod topic;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,7 +23,7 @@ use ledgerq_storage::{
     ApplyError, Command, CommitError, CommitOptions, GroupCommitter, Outcome, StorageError, Store,
     StoreOptions, Urgency,
 };
-use tokio::sync::{mpsc::UnboundedSender, oneshot};
+use tokio::sync::{mpsc::UnboundedSender, oneshot, watch};
 
 use crate::clock;
 use channel::{Channel, DeliveryBatch, InFlightError, TopicView};
@@ -85,7 +85,19 @@ pub(crate) struct BrokerState {
     pub(crate) clients: HashMap<ClientId, Client>,
     next_client_id: ClientId,
     next_local_id: u64,
+    /// Bumped whenever a topic or channel appears or disappears.
+    topology: watch::Sender<u64>,
 }
+
+impl BrokerState {
+    fn topology_changed(&self) {
+        self.topology
+            .send_modify(|version| *version = version.wrapping_add(1));
+    }
+}
+
+/// Which topics exist, each with its channels (both sorted).
+pub type Topology = BTreeMap<String, BTreeSet<String>>;
 
 pub struct Broker {
     state: Mutex<BrokerState>,
@@ -116,6 +128,7 @@ impl Broker {
                 clients: HashMap::new(),
                 next_client_id: 1,
                 next_local_id: 1 << 40,
+                topology: watch::Sender::new(0),
             }),
             store,
             committer,
@@ -149,6 +162,26 @@ impl Broker {
     /// Whether a topic of this name exists (durable or ephemeral).
     pub fn has_topic(&self, name: &str) -> bool {
         self.lock().topics.contains_key(name)
+    }
+
+    /// Every topic and its channels, durable and ephemeral.
+    pub fn topology(&self) -> Topology {
+        let state = self.lock();
+        state
+            .topics
+            .iter()
+            .map(|(name, topic)| (name.clone(), topic.channels.keys().cloned().collect()))
+            .collect()
+    }
+
+    /// Changes whenever [`Broker::topology`] may have changed.
+    pub fn watch_topology(&self) -> watch::Receiver<u64> {
+        self.lock().topology.subscribe()
+    }
+
+    /// Connected TCP clients.
+    pub fn client_count(&self) -> usize {
+        self.lock().clients.len()
     }
 
     pub fn is_exiting(&self) -> bool {
@@ -255,6 +288,7 @@ impl Broker {
                 Urgency::Now,
             );
         }
+        state.topology_changed();
     }
 
     // ----- topics and channels -------------------------------------------
@@ -274,6 +308,7 @@ impl Broker {
                 state.next_local_id += 1;
                 let topic = Topic::new(id, name.to_owned(), true, 0, self.options.mem_queue_size);
                 state.topics.insert(name.to_owned(), topic);
+                state.topology_changed();
                 return Ok(id);
             }
         }
@@ -293,6 +328,7 @@ impl Broker {
                         .topics
                         .entry(owned_name.clone())
                         .or_insert_with(|| Topic::new(*topic, owned_name, false, 0, capacity));
+                    state.topology_changed();
                 }
                 let _ = sender.send(result);
             }),
@@ -333,6 +369,7 @@ impl Broker {
                     topic.handed_over = topic.next_offset;
                 }
                 state.next_local_id += 1;
+                state.topology_changed();
                 return Ok(());
             }
         }
@@ -384,6 +421,7 @@ impl Broker {
             .channels
             .entry(channel_name.to_owned())
             .or_insert_with(|| Channel::new(channel, channel_name.to_owned(), ephemeral, floor));
+        state.topology_changed();
         self.dispatch_topic(&mut state, topic_name);
     }
 
@@ -1165,6 +1203,7 @@ fn remove_channel(state: &mut BrokerState, topic_name: &str, channel_name: &str,
     if topic.ephemeral && topic.channels.is_empty() {
         state.topics.remove(topic_name);
     }
+    state.topology_changed();
     disconnect_clients(&mut state.clients, &channel);
 }
 
@@ -1199,6 +1238,7 @@ fn remove_topic(state: &mut BrokerState, name: &str, topic_id: u64) {
         return;
     }
     let topic = state.topics.remove(name).expect("checked above");
+    state.topology_changed();
     for channel in topic.channels.values() {
         disconnect_clients(&mut state.clients, channel);
     }

@@ -43,7 +43,10 @@ impl Info {
             .unwrap_or(0);
         Info {
             version: NSQ_COMPATIBLE_VERSION,
-            broadcast_address: hostname.clone(),
+            broadcast_address: args
+                .broadcast_address
+                .clone()
+                .unwrap_or_else(|| hostname.clone()),
             hostname,
             http_port: http_address.port(),
             tcp_port: tcp_address.port(),
@@ -59,7 +62,7 @@ impl Info {
 }
 
 /// The machine's host name, as Go's `os.Hostname`.
-fn hostname() -> String {
+pub fn hostname() -> String {
     let mut buffer = [0u8; 256];
     // SAFETY: the pointer and length describe `buffer`, which outlives the call.
     let status = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };

@@ -6,7 +6,9 @@
 //! - [`topology`]: `/topic/create` and `/channel/create`;
 //! - [`admin`]: `/topic/pause|unpause|delete` and `/channel/pause|unpause|delete`;
 //! - [`info`]: `/ping` and `/info`;
-//! - [`stats`]: `/stats`, as JSON or text.
+//! - [`stats`]: `/stats`, as JSON or text;
+//! - [`metrics`]: `/metrics` for Prometheus;
+//! - [`config`]: `/config/:opt`, read and (lookupd addresses, log level) change.
 //!
 //! Connections are served by hyper with a header read timeout, so a client
 //! that opens a connection and sends nothing (or half a request) is cut off;
@@ -15,7 +17,9 @@
 //! is answering, before the broker stops.
 
 pub mod admin;
+pub mod config;
 pub mod info;
+pub mod metrics;
 pub mod publish;
 pub mod query;
 pub mod response;
@@ -53,6 +57,22 @@ pub struct HttpState {
     /// Longest silence allowed while a request body is arriving.
     pub read_timeout: Duration,
     pub info: info::Info,
+    pub metrics: crate::metrics::Metrics,
+    /// The lookupds this node registers with (`/config/nsqlookupd_tcp_addresses`).
+    pub lookup_peers: Arc<crate::lookup_peer::LookupPeers>,
+    /// The settings `/config/:opt` reports.
+    pub args: ServeArgs,
+    /// The log level now (`PUT /config/log_level` changes it).
+    pub log_level: std::sync::Mutex<String>,
+}
+
+impl HttpState {
+    pub fn log_level(&self) -> String {
+        self.log_level
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
 }
 
 impl HttpState {
@@ -61,8 +81,14 @@ impl HttpState {
         args: &ServeArgs,
         tcp_address: SocketAddr,
         http_address: SocketAddr,
+        metrics: crate::metrics::Metrics,
+        lookup_peers: Arc<crate::lookup_peer::LookupPeers>,
     ) -> HttpState {
         HttpState {
+            metrics,
+            lookup_peers,
+            args: args.clone(),
+            log_level: std::sync::Mutex::new(args.log_level.clone()),
             broker,
             max_msg_size: args.max_msg_size,
             max_body_size: args.max_body_size,
@@ -80,6 +106,13 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/ping", get(info::ping).fallback(not_allowed))
         .route("/info", get(info::info).fallback(not_allowed))
         .route("/stats", get(stats::stats).fallback(not_allowed))
+        .route("/metrics", get(metrics::metrics).fallback(not_allowed))
+        .route(
+            "/config/{opt}",
+            get(config::get_config)
+                .put(config::put_config)
+                .fallback(not_allowed),
+        )
         .route("/pub", post(publish::publish).fallback(not_allowed))
         .route("/mpub", post(publish::multi_publish).fallback(not_allowed))
         .route(

@@ -22,18 +22,48 @@ use std::time::{Duration, Instant};
 use crate::command::{Command, Outcome, Urgency};
 use crate::error::{CommitError, StorageError};
 use crate::state::StateMachine;
-use crate::store::Store;
+use crate::store::{CommitTimings, Store};
 
 /// Called once per command, on the committer thread, after its batch is
 /// durable (or failed). Completions run in commit order; they must not block.
 pub type Completion = Box<dyn FnOnce(Result<Outcome, CommitError>) + Send>;
 
-#[derive(Debug, Clone)]
+/// What one committed batch cost, as told to a [`CommitObserver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchReport {
+    pub commands: usize,
+    /// The size of the RocksDB write batch (what went into the WAL).
+    pub size_bytes: u64,
+    pub timings: CommitTimings,
+    /// [`StateMachine::applied_index`] after the batch.
+    pub applied_index: u64,
+}
+
+/// Told about every batch that became durable, on the committer thread,
+/// before the batch's completions run. Must be quick and must not block.
+pub trait CommitObserver: Send + Sync {
+    fn batch_committed(&self, report: &BatchReport);
+}
+
+#[derive(Clone)]
 pub struct CommitOptions {
     /// How long a batch holding only lazy commands may wait for company.
     pub lazy_interval: Duration,
     pub max_batch_commands: usize,
     pub max_batch_bytes: usize,
+    /// Told about each durable batch (metrics).
+    pub observer: Option<Arc<dyn CommitObserver>>,
+}
+
+impl std::fmt::Debug for CommitOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitOptions")
+            .field("lazy_interval", &self.lazy_interval)
+            .field("max_batch_commands", &self.max_batch_commands)
+            .field("max_batch_bytes", &self.max_batch_bytes)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl Default for CommitOptions {
@@ -42,6 +72,7 @@ impl Default for CommitOptions {
             lazy_interval: Duration::from_millis(100),
             max_batch_commands: 8192,
             max_batch_bytes: 16 << 20,
+            observer: None,
         }
     }
 }
@@ -54,6 +85,8 @@ pub struct CommitStats {
     pub bytes_total: AtomicU64,
     pub sync_micros_total: AtomicU64,
     pub last_sync_micros: AtomicU64,
+    /// [`StateMachine::applied_index`] after the last durable batch.
+    pub applied_index: AtomicU64,
 }
 
 struct Pending {
@@ -80,6 +113,9 @@ impl GroupCommitter {
         let (sender, receiver) = mpsc::channel();
         let stats = Arc::new(CommitStats::default());
         let failure = Arc::new(Mutex::new(None));
+        stats
+            .applied_index
+            .store(state.applied_index(), Ordering::Relaxed);
         let mut worker = Worker {
             failure: failure.clone(),
             store,
@@ -249,15 +285,15 @@ impl Worker {
             .collect();
         self.state.flush_dirty(&mut batch);
         let size_bytes = batch.size_bytes() as u64;
-        let started = Instant::now();
-        let committed = if batch.is_empty() {
-            Ok(())
-        } else {
-            self.store.commit(batch)
-        };
-        self.record(items.len(), size_bytes, started.elapsed());
-        match committed {
-            Ok(()) => {
+        debug_assert!(!batch.is_empty(), "every batch writes the applied index");
+        match self.store.commit(batch) {
+            Ok(timings) => {
+                self.record(&BatchReport {
+                    commands: items.len(),
+                    size_bytes,
+                    timings,
+                    applied_index: self.state.applied_index(),
+                });
                 for (pending, result) in items.into_iter().zip(results) {
                     (pending.done)(result.map_err(CommitError::from));
                 }
@@ -276,18 +312,24 @@ impl Worker {
         }
     }
 
-    fn record(&self, commands: usize, size_bytes: u64, sync: Duration) {
-        let micros = sync.as_micros() as u64;
+    fn record(&self, report: &BatchReport) {
+        let micros = report.timings.sync.as_micros() as u64;
         self.stats.batches_total.fetch_add(1, Ordering::Relaxed);
         self.stats
             .commands_total
-            .fetch_add(commands as u64, Ordering::Relaxed);
+            .fetch_add(report.commands as u64, Ordering::Relaxed);
         self.stats
             .bytes_total
-            .fetch_add(size_bytes, Ordering::Relaxed);
+            .fetch_add(report.size_bytes, Ordering::Relaxed);
         self.stats
             .sync_micros_total
             .fetch_add(micros, Ordering::Relaxed);
         self.stats.last_sync_micros.store(micros, Ordering::Relaxed);
+        self.stats
+            .applied_index
+            .store(report.applied_index, Ordering::Relaxed);
+        if let Some(observer) = &self.options.observer {
+            observer.batch_committed(report);
+        }
     }
 }

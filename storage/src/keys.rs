@@ -1,6 +1,6 @@
 //! Key layout of the three column families.
 //!
-//! - `meta`:   `F` → format version; `N` → next id; `t|topic_id` → [`TopicMeta`];
+//! - `meta`:   `F` → format version; `N` → next id; `A` → applied index; `t|topic_id` → [`TopicMeta`];
 //!   `c|channel_id` → [`ChannelMeta`].
 //! - `log`:    `topic_id | offset` → [`MessageRecord`] (both u64 big-endian, so
 //!   a topic's log is one contiguous, ordered key range).
@@ -18,6 +18,7 @@ pub const CF_CURSOR: &str = "cursor";
 
 pub const META_FORMAT: &[u8] = b"F";
 pub const META_NEXT_ID: &[u8] = b"N";
+pub const META_APPLIED_INDEX: &[u8] = b"A";
 pub const META_TOPIC_PREFIX: u8 = b't';
 pub const META_CHANNEL_PREFIX: u8 = b'c';
 

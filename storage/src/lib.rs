@@ -19,7 +19,9 @@ pub mod store;
 
 pub use command::{ChannelId, Command, Outcome, TopicId, Urgency};
 pub use error::{ApplyError, CommitError, StorageError};
-pub use group_commit::{CommitOptions, CommitStats, Completion, GroupCommitter};
+pub use group_commit::{
+    BatchReport, CommitObserver, CommitOptions, CommitStats, Completion, GroupCommitter,
+};
 pub use record::{ChannelMeta, CursorRecord, MessageRecord, TopicMeta};
 pub use state::{ChannelState, StateMachine, TopicState};
-pub use store::{Durability, Store, StoreOptions, SyncGate, SyncHook};
+pub use store::{CommitTimings, Durability, Store, StoreOptions, SyncGate, SyncHook};

@@ -49,6 +49,11 @@ pub struct StateMachine {
     dirty_topics: BTreeSet<TopicId>,
     dirty_channels: BTreeSet<ChannelId>,
     next_id_dirty: bool,
+    /// How many commands have been applied since the store was created
+    /// (refused ones included: they are entries of the command sequence too).
+    applied_index: u64,
+    /// Whether `applied_index` changed since the last [`StateMachine::flush_dirty`].
+    applied_index_dirty: bool,
     truncate_step: u64,
 }
 
@@ -63,6 +68,8 @@ impl StateMachine {
             dirty_topics: BTreeSet::new(),
             dirty_channels: BTreeSet::new(),
             next_id_dirty: false,
+            applied_index: 0,
+            applied_index_dirty: false,
             truncate_step,
         }
     }
@@ -71,12 +78,14 @@ impl StateMachine {
     pub fn recover(
         truncate_step: u64,
         next_id: u64,
+        applied_index: u64,
         topics: Vec<(TopicId, TopicMeta)>,
         channels: Vec<(ChannelId, ChannelMeta)>,
         records: Vec<(ChannelId, u64, CursorRecord)>,
     ) -> Self {
         let mut state = StateMachine::new(truncate_step);
         state.next_id = next_id.max(1);
+        state.applied_index = applied_index;
         for (id, meta) in topics {
             state.topic_ids.insert(meta.name.clone(), id);
             let channels = BTreeSet::new();
@@ -119,6 +128,12 @@ impl StateMachine {
         self.topic_ids.get(name).copied()
     }
 
+    /// The index of the last applied command (1 for the first; 0 before
+    /// any). Persisted with each batch, so it survives a restart.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
     /// Applies one command: validates it, then changes state and `batch`.
     /// On `Err` nothing was changed.
     pub fn apply(&mut self, command: &Command, batch: &mut Batch) -> Result<Outcome, ApplyError> {
@@ -156,6 +171,8 @@ impl StateMachine {
                 deliver_at_ms,
             } => self.requeue(*channel, *offset, *attempts, *deliver_at_ms, batch),
         };
+        self.applied_index += 1;
+        self.applied_index_dirty = true;
         if cfg!(debug_assertions) {
             self.check_invariants();
         }
@@ -176,6 +193,9 @@ impl StateMachine {
         }
         if std::mem::take(&mut self.next_id_dirty) {
             batch.put_meta(keys::META_NEXT_ID, &self.next_id.to_be_bytes());
+        }
+        if std::mem::take(&mut self.applied_index_dirty) {
+            batch.put_meta(keys::META_APPLIED_INDEX, &self.applied_index.to_be_bytes());
         }
     }
 

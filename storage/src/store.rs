@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
@@ -17,6 +18,16 @@ use crate::error::StorageError;
 use crate::keys::{self, CF_CURSOR, CF_LOG, CF_META};
 use crate::record::{ChannelMeta, CursorRecord, MessageRecord, TopicMeta, FORMAT_VERSION};
 use crate::state::StateMachine;
+
+/// How long the two steps of [`Store::commit`] took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitTimings {
+    /// Appending the batch to the WAL and memtables.
+    pub write: Duration,
+    /// The WAL fsync (with the [`SyncHook`] in front of it); zero when
+    /// durability is off.
+    pub sync: Duration,
+}
 
 /// Whether a commit waits for the WAL fsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,13 +270,14 @@ impl Store {
             None => {
                 let mut batch = self.batch();
                 batch.put_meta(keys::META_FORMAT, &FORMAT_VERSION.to_be_bytes());
-                self.commit(batch)
+                self.commit(batch).map(|_| ())
             }
         }
     }
 
     fn recover(&self, truncate_step: u64) -> Result<StateMachine, StorageError> {
         let mut next_id = 1;
+        let mut applied_index = 0;
         let mut topics = Vec::new();
         let mut channels = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_META), IteratorMode::Start) {
@@ -286,6 +298,9 @@ impl Store {
                 _ if &*key == keys::META_NEXT_ID => {
                     next_id = u64::from_be_bytes((*value).try_into().map_err(|_| corrupt())?);
                 }
+                _ if &*key == keys::META_APPLIED_INDEX => {
+                    applied_index = u64::from_be_bytes((*value).try_into().map_err(|_| corrupt())?);
+                }
                 _ => {}
             }
         }
@@ -298,7 +313,14 @@ impl Store {
             })?;
             records.push((channel, offset, CursorRecord::decode(&value)?));
         }
-        let state = StateMachine::recover(truncate_step, next_id, topics, channels, records);
+        let state = StateMachine::recover(
+            truncate_step,
+            next_id,
+            applied_index,
+            topics,
+            channels,
+            records,
+        );
         state.check_invariants();
         Ok(state)
     }
@@ -314,11 +336,14 @@ impl Store {
     }
 
     /// Writes the batch and, unless durability is off, fsyncs the WAL.
-    /// Returns only once the batch is durable (or the write failed).
-    pub fn commit(&self, batch: Batch) -> Result<(), StorageError> {
+    /// Returns only once the batch is durable (or the write failed), with
+    /// how long the write and the fsync took.
+    pub fn commit(&self, batch: Batch) -> Result<CommitTimings, StorageError> {
+        let started = Instant::now();
         let mut write_options = WriteOptions::default();
         write_options.set_sync(false);
         self.db.write_opt(batch.inner, &write_options)?;
+        let written = Instant::now();
         if let Some(hook) = &self.sync_hook {
             hook.before_sync().map_err(StorageError::Sync)?;
         }
@@ -326,9 +351,13 @@ impl Store {
             Durability::Fsync => self
                 .db
                 .flush_wal(true)
-                .map_err(|e| StorageError::Sync(e.into_string())),
-            Durability::NoFsync => Ok(()),
+                .map_err(|e| StorageError::Sync(e.into_string()))?,
+            Durability::NoFsync => {}
         }
+        Ok(CommitTimings {
+            write: written - started,
+            sync: written.elapsed(),
+        })
     }
 
     /// Up to `limit` log entries of `topic` at offsets `>= from`, in order.
@@ -381,23 +410,17 @@ impl Store {
         out
     }
 
-    /// Live SST bytes plus WAL bytes: what the data directory holds.
+    /// What the data directory holds: the sizes of its files (SST files,
+    /// WAL, manifest, options). RocksDB keeps them in one flat directory.
     pub fn disk_size_bytes(&self) -> u64 {
-        let sst: u64 = [CF_META, CF_LOG, CF_CURSOR]
-            .iter()
-            .filter_map(|name| {
-                self.db
-                    .property_int_value_cf(self.cf(name), "rocksdb.total-sst-files-size")
-                    .ok()
-                    .flatten()
-            })
-            .sum();
-        let wal = self
-            .db
-            .property_int_value("rocksdb.total-wal-size")
-            .ok()
-            .flatten()
-            .unwrap_or(0);
-        sst + wal
+        let Ok(entries) = std::fs::read_dir(&self.path) else {
+            return 0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.metadata().ok())
+            .filter(|metadata| metadata.is_file())
+            .map(|metadata| metadata.len())
+            .sum()
     }
 }

@@ -13,13 +13,7 @@ pub type HttpServer = super::Server;
 
 impl super::Server {
     pub fn request(&self, method: &str, target: &str, body: &[u8]) -> Response {
-        let head = format!(
-            "{method} {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        let mut raw = head.into_bytes();
-        raw.extend_from_slice(body);
-        exchange(self.http_address, &raw)
+        http_request(self.http_address, method, target, body)
     }
 
     pub fn post(&self, target: &str, body: &[u8]) -> Response {
@@ -76,6 +70,17 @@ impl Response {
         assert_eq!(self.header("x-nsq-content-type"), Some("nsq; version=1.0"));
         assert_eq!(self.header("content-type"), None);
     }
+}
+
+/// One request on a new connection (`Connection: close`).
+pub fn http_request(address: SocketAddr, method: &str, target: &str, body: &[u8]) -> Response {
+    let head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(body);
+    exchange(address, &raw)
 }
 
 /// Sends raw request bytes on a new connection and reads the response up

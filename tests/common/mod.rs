@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod lookupd;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -27,45 +28,14 @@ pub struct Server {
 impl Server {
     /// Starts the binary on `data_dir` and waits until it listens.
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ledgerq"))
-            .arg("serve")
-            .arg("--tcp-address=127.0.0.1:0")
-            .arg("--http-address=127.0.0.1:0")
-            .arg(format!("--data-path={}", data_dir.display()))
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ledgerq");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("LEDGERQ_TEST_LOG").is_some() {
-                    eprintln!("[ledgerq] {line}");
-                }
-                for field in ["tcp_address=", "http_address="] {
-                    if let Some(address) = listening_address(&line, field) {
-                        let _ = sender.send((field, address));
-                    }
-                }
-            }
-        });
-        let (mut tcp_address, mut http_address) = (None, None);
-        while tcp_address.is_none() || http_address.is_none() {
-            let (field, address) = receiver
-                .recv_timeout(DEADLINE)
-                .expect("ledgerq did not report its listening addresses");
-            match field {
-                "tcp_address=" => tcp_address = Some(address),
-                _ => http_address = Some(address),
-            }
-        }
+        let data_path = format!("--data-path={}", data_dir.display());
+        let mut args = vec!["serve", &data_path];
+        args.extend_from_slice(extra_args);
+        let (child, tcp_address, http_address) = spawn_listening(&args);
         Server {
             child,
-            tcp_address: tcp_address.expect("reported"),
-            http_address: http_address.expect("reported"),
+            tcp_address,
+            http_address,
             data_dir: data_dir.to_path_buf(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         }
@@ -113,7 +83,56 @@ impl Drop for Server {
     }
 }
 
-/// The address after `field` in a `TCP: listening` / `HTTP: listening` log line.
+/// Runs `ledgerq <args>` on free loopback ports and waits until it has
+/// reported both listening addresses (`serve` and `lookupd` alike).
+pub fn spawn_listening(args: &[&str]) -> (Child, SocketAddr, SocketAddr) {
+    spawn_listening_at(args, "127.0.0.1:0", "127.0.0.1:0")
+}
+
+/// As [`spawn_listening`], on the given addresses.
+pub fn spawn_listening_at(args: &[&str], tcp: &str, http: &str) -> (Child, SocketAddr, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ledgerq"))
+        .args(&args[..1])
+        .arg(format!("--tcp-address={tcp}"))
+        .arg(format!("--http-address={http}"))
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ledgerq");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if std::env::var_os("LEDGERQ_TEST_LOG").is_some() {
+                eprintln!("[ledgerq] {line}");
+            }
+            for field in ["tcp_address=", "http_address="] {
+                if let Some(address) = listening_address(&line, field) {
+                    let _ = sender.send((field, address));
+                }
+            }
+        }
+    });
+    let (mut tcp_address, mut http_address) = (None, None);
+    while tcp_address.is_none() || http_address.is_none() {
+        let (field, address) = receiver
+            .recv_timeout(DEADLINE)
+            .expect("ledgerq did not report its listening addresses");
+        match field {
+            "tcp_address=" => tcp_address = Some(address),
+            _ => http_address = Some(address),
+        }
+    }
+    (
+        child,
+        tcp_address.expect("reported"),
+        http_address.expect("reported"),
+    )
+}
+
+/// The address after `field` in a `... listening` log line.
 fn listening_address(line: &str, field: &str) -> Option<SocketAddr> {
     if !line.contains(": listening") {
         return None;

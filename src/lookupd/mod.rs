@@ -1,0 +1,163 @@
+//! `ledgerq lookupd`: discovery compatible with nsqlookupd (reference §3).
+//!
+//! Nodes (`ledgerq serve`, or a stock nsqd) connect over TCP, IDENTIFY and
+//! REGISTER their topics and channels; consumers ask over HTTP where a
+//! topic lives (`/lookup?topic=`). Like nsqlookupd it keeps its registry in
+//! memory only and rebuilds it from registrations: nodes re-register
+//! everything when they reconnect, and several lookupds can run side by
+//! side (clients merge their answers).
+//!
+//! - [`protocol`]: the TCP protocol V1 as pure parsing, with its error texts;
+//! - [`registry`]: the registrations, producers, inactivity and tombstones;
+//! - [`tcp`]: one node's connection;
+//! - [`http`]: the HTTP API.
+
+pub mod http;
+pub mod protocol;
+pub mod registry;
+pub mod tcp;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::Context;
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::LookupdArgs;
+use crate::connection::NSQ_COMPATIBLE_VERSION;
+use registry::{Lifetimes, Registry};
+
+/// What the lookupd says about itself (IDENTIFY reply, `/info`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LookupdInfo {
+    // Field order is Go's sorted map-key order, as nsqlookupd marshals it.
+    pub broadcast_address: String,
+    pub hostname: String,
+    pub http_port: u16,
+    pub tcp_port: u16,
+    pub version: String,
+}
+
+/// What the TCP and HTTP sides share.
+pub struct LookupdState {
+    registry: Mutex<Registry>,
+    pub lifetimes: Lifetimes,
+    pub info: LookupdInfo,
+}
+
+impl LookupdState {
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The JSON answer to a node's IDENTIFY.
+    pub fn identify_reply(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(&self.info).expect("plain struct serializes"))
+    }
+}
+
+/// A started lookupd.
+pub struct Running {
+    pub tcp_address: SocketAddr,
+    pub http_address: SocketAddr,
+    pub state: Arc<LookupdState>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, closes every connection and returns when done.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Binds both listeners and starts serving.
+pub async fn start(args: LookupdArgs) -> anyhow::Result<Running> {
+    let tcp = TcpListener::bind(args.tcp_address)
+        .await
+        .with_context(|| format!("binding TCP {}", args.tcp_address))?;
+    let http = TcpListener::bind(args.http_address)
+        .await
+        .with_context(|| format!("binding HTTP {}", args.http_address))?;
+    let tcp_address = tcp.local_addr()?;
+    let http_address = http.local_addr()?;
+    let hostname = crate::http::info::hostname();
+    let state = Arc::new(LookupdState {
+        registry: Mutex::new(Registry::default()),
+        lifetimes: Lifetimes {
+            inactive_producer_timeout_ns: args.inactive_producer_timeout.as_nanos() as i64,
+            tombstone_lifetime_ns: args.tombstone_lifetime.as_nanos() as i64,
+        },
+        info: LookupdInfo {
+            broadcast_address: args
+                .broadcast_address
+                .clone()
+                .unwrap_or_else(|| hostname.clone()),
+            hostname,
+            http_port: http_address.port(),
+            tcp_port: tcp_address.port(),
+            version: NSQ_COMPATIBLE_VERSION.to_owned(),
+        },
+    });
+    tracing::info!(%tcp_address, %http_address, "lookupd: listening");
+    let shutdown = CancellationToken::new();
+    let http_task = tokio::spawn(crate::http::serve(
+        http,
+        http::router(state.clone()),
+        args.http_read_timeout,
+        shutdown.clone(),
+    ));
+    let task = tokio::spawn(accept(tcp, state.clone(), http_task, shutdown.clone()));
+    Ok(Running {
+        tcp_address,
+        http_address,
+        state,
+        shutdown,
+        task,
+    })
+}
+
+async fn accept(
+    listener: TcpListener,
+    state: Arc<LookupdState>,
+    http_task: tokio::task::JoinHandle<()>,
+    shutdown: CancellationToken,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    connections.spawn(tcp::serve(socket, peer, state.clone(), shutdown.clone()));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "lookupd: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+    let _ = http_task.await;
+    tracing::info!("lookupd: shutdown complete");
+}

@@ -31,6 +31,13 @@ fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
+fn quantile(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(q) if q > 0.0 && q <= 1.0 => Ok(q),
+        _ => Err(format!("invalid percentile {text:?}: a number in (0, 1]")),
+    }
+}
+
 fn log_level(text: &str) -> Result<String, String> {
     match crate::logging::level_number(text) {
         Some(_) => Ok(text.trim().to_ascii_lowercase()),
@@ -141,6 +148,15 @@ pub struct ServeArgs {
     /// A crash inside this window can cause a redelivery, never a loss.
     #[arg(long, default_value = "100ms", value_parser = duration)]
     pub finish_sync_interval: Duration,
+
+    /// Quantiles of the end-to-end processing latency (publish to FIN) to
+    /// report in `/stats`, each in (0, 1] (repeatable, or comma-separated).
+    #[arg(long = "e2e-processing-latency-percentile", value_delimiter = ',', value_parser = quantile)]
+    pub e2e_processing_latency_percentiles: Vec<f64>,
+
+    /// The window those quantiles cover.
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    pub e2e_processing_latency_window_time: Duration,
 
     /// UNSAFE: do not fsync before answering OK. Acknowledged messages can
     /// be lost in an OS crash or power loss. For measuring the price of

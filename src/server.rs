@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::latency::LatencySettings;
 use crate::broker::{Broker, BrokerOptions};
 use crate::config::{ms, ServeArgs};
 use crate::connection::{self, ConnectionSettings};
@@ -60,6 +61,10 @@ pub fn broker_options(args: &ServeArgs, observer: Arc<CommitMetrics>) -> BrokerO
         msg_timeout_ms: ms(args.msg_timeout),
         max_msg_timeout_ms: ms(args.max_msg_timeout),
         max_req_timeout_ms: ms(args.max_req_timeout),
+        e2e_latency: LatencySettings {
+            quantiles: args.e2e_processing_latency_percentiles.clone(),
+            window_ms: ms(args.e2e_processing_latency_window_time),
+        },
         commit: CommitOptions {
             lazy_interval: args.finish_sync_interval,
             observer: Some(observer),

@@ -569,3 +569,56 @@ fn text_format_is_nsqds_layout() {
         "{text}"
     );
 }
+
+/// With `--e2e-processing-latency-percentile`, each FIN's publish-to-FIN
+/// latency is reported per channel and merged per topic, as nsqd does.
+#[test]
+fn e2e_processing_latency_quantiles_are_reported_when_configured() {
+    let data = tempfile::tempdir().unwrap();
+    let server = HttpServer::start(
+        data.path(),
+        &["--e2e-processing-latency-percentile=0.99,0.5"],
+    );
+    let mut consumer = RawClient::connect(server.tcp_address);
+    consumer.subscribe("lat", "c");
+    for i in 0..10 {
+        server
+            .post("/pub?topic=lat", format!("m{i}").as_bytes())
+            .assert_ok();
+    }
+    let idle = stats(&server, "");
+    assert_eq!(
+        channel(&idle, "lat", "c")["e2e_processing_latency"],
+        serde_json::json!({"count": 0, "percentiles": [
+            {"quantile": 0.99, "value": 0.0}, {"quantile": 0.5, "value": 0.0}]})
+    );
+    consumer.command("RDY 10");
+    for _ in 0..10 {
+        let message = consumer.read_message();
+        consumer.finish(&message);
+    }
+    let doc = wait_for_channel(&server, "lat", "c", "10 FINs counted", |c| {
+        c["e2e_processing_latency"]["count"] == 10
+    });
+    for e2e in [
+        &channel(&doc, "lat", "c")["e2e_processing_latency"],
+        &topic(&doc, "lat")["e2e_processing_latency"],
+    ] {
+        assert_eq!(e2e["count"], 10, "{e2e}");
+        let percentiles = e2e["percentiles"].as_array().unwrap();
+        assert_eq!(percentiles[0]["quantile"], 0.99);
+        assert_eq!(percentiles[1]["quantile"], 0.5);
+        let p99 = percentiles[0]["value"].as_f64().unwrap();
+        let p50 = percentiles[1]["value"].as_f64().unwrap();
+        // Publish to FIN took more than a microsecond and far less than the deadline.
+        assert!(p50 >= 1_000.0 && p50 <= p99 && p99 < 30e9, "{e2e}");
+    }
+    let text = server.get("/stats").body;
+    let line = text
+        .lines()
+        .find(|l| l.contains("[lat"))
+        .expect("topic line");
+    let after = line.split("e2e%: ").nth(1).expect("e2e% column");
+    assert_eq!(after.split(", ").count(), 2, "{line}");
+    assert!(after.ends_with('s'), "{line}");
+}

@@ -72,6 +72,9 @@ impl DeliveryBatch {
 
 #[derive(Debug)]
 pub struct Channel {
+    /// Publish-to-FIN latencies, once the first FIN is recorded (only with
+    /// `--e2e-processing-latency-percentile`).
+    pub e2e_latency: Option<super::latency::LatencyWindow>,
     pub id: u64,
     pub name: String,
     pub ephemeral: bool,
@@ -111,6 +114,7 @@ impl InFlightError {
 impl Channel {
     pub fn new(id: u64, name: String, ephemeral: bool, read_cursor: u64) -> Self {
         Channel {
+            e2e_latency: None,
             id,
             name,
             ephemeral,

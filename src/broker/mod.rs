@@ -9,6 +9,7 @@
 
 pub mod channel;
 pub mod client;
+pub mod latency;
 pub mod message;
 pub mod recovery;
 pub mod stats;
@@ -28,6 +29,7 @@ use tokio::sync::{mpsc::UnboundedSender, oneshot, watch};
 use crate::clock;
 use channel::{Channel, DeliveryBatch, InFlightError, TopicView};
 use client::{Client, ClientId, ClientInfo, Outbound};
+use latency::{LatencySettings, LatencyWindow};
 use message::Message;
 use topic::Topic;
 
@@ -41,6 +43,8 @@ pub struct BrokerOptions {
     pub msg_timeout_ms: u64,
     pub max_msg_timeout_ms: u64,
     pub max_req_timeout_ms: u64,
+    /// End-to-end latency quantiles for `/stats` (off when empty).
+    pub e2e_latency: LatencySettings,
     pub commit: CommitOptions,
 }
 
@@ -51,6 +55,10 @@ impl Default for BrokerOptions {
             msg_timeout_ms: 60_000,
             max_msg_timeout_ms: 900_000,
             max_req_timeout_ms: 3_600_000,
+            e2e_latency: LatencySettings {
+                quantiles: Vec::new(),
+                window_ms: 600_000,
+            },
             commit: CommitOptions::default(),
         }
     }
@@ -893,7 +901,16 @@ impl Broker {
             let topic_entry = state.topics.get_mut(topic).expect("resolved");
             let topic_ephemeral = topic_entry.ephemeral;
             let entry = topic_entry.channels.get_mut(channel).expect("resolved");
-            entry.finish(client, offset)?;
+            let finished = entry.finish(client, offset)?;
+            let e2e = &broker.options.e2e_latency;
+            if e2e.enabled() {
+                let now_ms = clock::now_ms();
+                let latency_ns = clock::now_ns().saturating_sub(finished.message.timestamp_ns);
+                entry
+                    .e2e_latency
+                    .get_or_insert_with(|| LatencyWindow::new(e2e.window_ms, now_ms))
+                    .record(now_ms, latency_ns.max(0) as u64);
+            }
             // A channel being deleted takes its cursor records with it.
             let durable = !entry.ephemeral && !topic_ephemeral && !entry.deleting;
             let channel_id = entry.id;

@@ -15,6 +15,7 @@
 //! dispatch reads it.
 
 use super::client::{Client, ClientId};
+use super::latency::{summarize, LatencySummary};
 use super::{Broker, BrokerState};
 use crate::clock;
 
@@ -34,7 +35,7 @@ pub struct StatsFilter {
     pub include_clients: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicSnapshot {
     pub name: String,
     pub paused: bool,
@@ -43,9 +44,11 @@ pub struct TopicSnapshot {
     pub message_count: u64,
     pub message_bytes: u64,
     pub channels: Vec<ChannelSnapshot>,
+    /// The channels' latencies merged; `None` unless configured.
+    pub e2e_latency: Option<LatencySummary>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChannelSnapshot {
     pub name: String,
     pub paused: bool,
@@ -59,6 +62,8 @@ pub struct ChannelSnapshot {
     pub client_count: u64,
     /// Empty unless clients were asked for.
     pub clients: Vec<ClientSnapshot>,
+    /// `None` unless e2e latency quantiles are configured.
+    pub e2e_latency: Option<LatencySummary>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +84,7 @@ pub struct ClientSnapshot {
     pub pub_counts: Vec<(String, u64)>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StatsSnapshot {
     /// Sorted by name; `None` when the filtered topic does not exist.
     pub topics: Option<Vec<TopicSnapshot>>,
@@ -118,6 +123,7 @@ impl Broker {
     /// Everything `filter` selects, read under one lock.
     pub fn stats(&self, filter: &StatsFilter) -> StatsSnapshot {
         let now_ms = clock::now_ms();
+        let e2e = &self.options.e2e_latency;
         let state = self.lock();
         let mut names: Vec<&String> = match &filter.topic {
             Some(name) => state.topics.keys().filter(|n| *n == name).collect(),
@@ -183,6 +189,9 @@ impl Broker {
                         timeout_count: channel.timeout_count,
                         client_count: channel.clients.len() as u64,
                         clients,
+                        e2e_latency: e2e.enabled().then(|| {
+                            summarize(channel.e2e_latency.as_ref(), now_ms, &e2e.quantiles)
+                        }),
                     }
                 })
                 .collect();
@@ -195,6 +204,13 @@ impl Broker {
                 message_count: topic.message_count,
                 message_bytes: topic.message_bytes,
                 channels,
+                e2e_latency: e2e.enabled().then(|| {
+                    let windows = topic
+                        .channels
+                        .values()
+                        .filter_map(|c| c.e2e_latency.as_ref());
+                    summarize(windows, now_ms, &e2e.quantiles)
+                }),
             });
         }
         let producers = if filter.include_clients {

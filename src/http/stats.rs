@@ -2,10 +2,11 @@
 //! its text layout, with the `topic`, `channel`, `include_clients` and
 //! `include_mem` parameters.
 //!
-//! What ledgerq has no equivalent for is reported as nsqd reports it when
-//! the feature is off: `e2e_processing_latency` is `{"count":0,
-//! "percentiles":null}` (no percentiles are configured), compression and TLS
-//! fields are `false`/empty. ledgerq has no garbage collector: `memory`
+//! `e2e_processing_latency` is nsqd's: `{"count":0,"percentiles":null}`
+//! unless `--e2e-processing-latency-percentile` is given, then the count of
+//! FINs in the window and each quantile's latency in nanoseconds. What
+//! ledgerq has no equivalent for is reported as nsqd reports it when the
+//! feature is off: compression and TLS fields are `false`/empty. ledgerq has no garbage collector: `memory`
 //! reports the process's resident set as `heap_in_use_bytes` and zero for
 //! the Go-runtime-only keys.
 
@@ -22,6 +23,7 @@ use serde::Serialize;
 use super::query::Params;
 use super::response::{Reply, NSQ_CONTENT_TYPE_HEADER, NSQ_CONTENT_TYPE_V1};
 use super::HttpState;
+use crate::broker::latency::LatencySummary;
 use crate::broker::stats::{
     ChannelSnapshot, ClientSnapshot, StatsFilter, StatsSnapshot, TopicSnapshot,
 };
@@ -68,17 +70,55 @@ struct ChannelDoc<'a> {
     e2e_processing_latency: E2eDoc,
 }
 
-/// Percentiles are never configured in ledgerq: nsqd's "off" shape.
+/// nsqd's `e2e_processing_latency` object: `{"count":0,"percentiles":null}`
+/// when no quantiles are configured (never null itself: nsqadmin needs it).
 #[derive(Debug, Serialize)]
 struct E2eDoc {
     count: u64,
-    percentiles: Option<Vec<()>>,
+    percentiles: Option<Vec<PercentileDoc>>,
 }
 
-const E2E_OFF: E2eDoc = E2eDoc {
-    count: 0,
-    percentiles: None,
-};
+/// One quantile, as Go marshals nsqd's `map[string]float64` (sorted keys).
+#[derive(Debug, Serialize)]
+struct PercentileDoc {
+    quantile: f64,
+    /// Nanoseconds.
+    value: f64,
+}
+
+fn e2e_doc(summary: Option<&LatencySummary>) -> E2eDoc {
+    match summary {
+        None => E2eDoc {
+            count: 0,
+            percentiles: None,
+        },
+        Some(summary) => E2eDoc {
+            count: summary.count,
+            percentiles: Some(
+                summary
+                    .percentiles
+                    .iter()
+                    .map(|&(quantile, value)| PercentileDoc { quantile, value })
+                    .collect(),
+            ),
+        },
+    }
+}
+
+/// nsqd's text rendering of the quantiles' values: `1.2ms, 300.0us`.
+fn e2e_text(summary: Option<&LatencySummary>) -> String {
+    let Some(summary) = summary else {
+        return String::new();
+    };
+    let human = |ns: f64| match ns {
+        v if v > 1e9 => format!("{:.1}s", v / 1e9),
+        v if v > 1e6 => format!("{:.1}ms", v / 1e6),
+        v if v > 1e3 => format!("{:.1}us", v / 1e3),
+        v => format!("{v:.1}ns"),
+    };
+    let values: Vec<String> = summary.percentiles.iter().map(|&(_, v)| human(v)).collect();
+    values.join(", ")
+}
 
 #[derive(Debug, Serialize)]
 struct PubCountDoc<'a> {
@@ -220,7 +260,7 @@ fn channel_doc(channel: &ChannelSnapshot, include_clients: bool) -> ChannelDoc<'
         client_count: channel.client_count,
         clients: include_clients.then(|| channel.clients.iter().map(client_doc).collect()),
         paused: channel.paused,
-        e2e_processing_latency: E2E_OFF,
+        e2e_processing_latency: e2e_doc(channel.e2e_latency.as_ref()),
     }
 }
 
@@ -237,7 +277,7 @@ fn topic_doc(topic: &TopicSnapshot, include_clients: bool) -> TopicDoc<'_> {
         message_count: topic.message_count,
         message_bytes: topic.message_bytes,
         paused: topic.paused,
-        e2e_processing_latency: E2E_OFF,
+        e2e_processing_latency: e2e_doc(topic.e2e_latency.as_ref()),
     }
 }
 
@@ -395,14 +435,18 @@ fn text_stats(
         let prefix = if topic.paused { "*P " } else { "   " };
         let _ = writeln!(
             out,
-            "\n{prefix}[{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8} e2e%: ",
-            topic.name, topic.depth, topic.backend_depth, topic.message_count
+            "\n{prefix}[{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8} e2e%: {}",
+            topic.name,
+            topic.depth,
+            topic.backend_depth,
+            topic.message_count,
+            e2e_text(topic.e2e_latency.as_ref())
         );
         for channel in &topic.channels {
             let prefix = if channel.paused { "   *P " } else { "      " };
             let _ = writeln!(
                 out,
-                "{prefix}[{:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} re-q: {:<5} timeout: {:<5} msgs: {:<8} e2e%: ",
+                "{prefix}[{:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} re-q: {:<5} timeout: {:<5} msgs: {:<8} e2e%: {}",
                 channel.name,
                 channel.depth,
                 channel.backend_depth,
@@ -410,7 +454,8 @@ fn text_stats(
                 channel.deferred_count,
                 channel.requeue_count,
                 channel.timeout_count,
-                channel.message_count
+                channel.message_count,
+                e2e_text(channel.e2e_latency.as_ref())
             );
             for client in &channel.clients {
                 let _ = writeln!(out, "        {}", client_line(client, now));

@@ -53,7 +53,7 @@ struct Args {
     duration: f64,
 
     /// Connection counts of the throughput cells.
-    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,16,64")]
     connections: Vec<usize>,
 
     /// Messages per MPUB in the MPUB cells.
@@ -85,7 +85,7 @@ struct Args {
     drain_consumers: usize,
 
     /// Fixed publish rate (msg/s) of the end-to-end latency cell (0 skips it).
-    #[arg(long, default_value_t = 5000.0)]
+    #[arg(long, default_value_t = 10000.0)]
     rate: f64,
 
     /// Where the .md, .json and .svg files go.
@@ -485,11 +485,13 @@ fn markdown(report: &Report, charts: &[(usize, String)]) -> String {
         push(
             &mut md,
             format!(
-                "Peak RSS (VmHWM) {}, server CPU {} over the whole run.\n",
+                "Peak RSS (VmHWM) {}, server CPU {} over the whole run.",
                 opt(mode.peak_hwm_mib, |v| format!("{v:.1} MiB")),
                 opt(mode.total_cpu_seconds, |v| format!("{v:.1} s"))
             ),
         );
+        push_targets(&mut md, report, mode);
+        md.push('\n');
         push(
             &mut md,
             "| Cell | Conns | Command | Size | msg/s | MB/s | ack p50 / p99 ms | e2e p50 / p99 ms | CPU s | peak RSS MiB | disk / payload |"
@@ -531,6 +533,111 @@ fn markdown(report: &Report, charts: &[(usize, String)]) -> String {
         }
     }
     md
+}
+
+/// A goal of the benchmark issue: what is measured, the goal, and whether
+/// more (or less) is better.
+struct Target {
+    what: &'static str,
+    goal: f64,
+    unit: &'static str,
+    higher_is_better: bool,
+    measured: Option<f64>,
+}
+
+impl Target {
+    fn verdict(&self) -> String {
+        let Some(measured) = self.measured else {
+            return "not measured".to_string();
+        };
+        let met = if self.higher_is_better {
+            measured >= self.goal
+        } else {
+            measured <= self.goal
+        };
+        let off = (measured - self.goal) / self.goal * 100.0;
+        if met {
+            format!("met ({off:+.0}%)")
+        } else {
+            format!("**missed by {:.0}%**", off.abs())
+        }
+    }
+}
+
+/// The issue's goals for 2-core machines, read off one mode's cells.
+fn targets(report: &Report, mode: &ModeReport) -> Vec<Target> {
+    let publish = |connections: usize, batch: usize| {
+        mode.cells
+            .iter()
+            .find(|c| {
+                c.kind == "publish"
+                    && c.connections == connections
+                    && c.batch == batch
+                    && c.size == 200
+            })
+            .map(|c| c.msgs_per_sec)
+    };
+    let cell = |kind: &str| mode.cells.iter().find(|c| c.kind == kind);
+    let latency = cell("latency").filter(|_| report.rate == 10_000.0);
+    vec![
+        Target {
+            what: "MPUB-200 x 200 B, 2 connections",
+            goal: 400_000.0,
+            unit: "msg/s",
+            higher_is_better: true,
+            measured: publish(2, 200),
+        },
+        Target {
+            what: "PUB x 200 B, 64 connections",
+            goal: 60_000.0,
+            unit: "msg/s",
+            higher_is_better: true,
+            measured: publish(64, 1),
+        },
+        Target {
+            what: "publish ack p99 at 10,000 msg/s",
+            goal: 5.0,
+            unit: "ms",
+            higher_is_better: false,
+            measured: latency.and_then(|c| c.loadgen["publish"]["ack_latency"]["p99_ms"].as_f64()),
+        },
+        Target {
+            what: "consume (drain of the backlog)",
+            goal: 420_000.0,
+            unit: "msg/s",
+            higher_is_better: true,
+            measured: cell("drain").map(|c| c.msgs_per_sec),
+        },
+        Target {
+            what: "disk bytes per payload byte, consumers keeping up (latency cell)",
+            goal: 1.5,
+            unit: "B/B",
+            higher_is_better: false,
+            measured: latency.and_then(|c| c.write_per_payload_byte),
+        },
+    ]
+}
+
+fn push_targets(md: &mut String, report: &Report, mode: &ModeReport) {
+    md.push_str("\n| Goal (2 cores) | Target | Measured | |\n|---|---|---|---|\n");
+    for t in targets(report, mode) {
+        let shown = |v: f64| {
+            if t.unit == "msg/s" {
+                thousands(v as u64)
+            } else {
+                format!("{v:.2}")
+            }
+        };
+        let bound = if t.higher_is_better { ">=" } else { "<=" };
+        md.push_str(&format!(
+            "| {} | {bound} {} {} | {} | {} |\n",
+            t.what,
+            shown(t.goal),
+            t.unit,
+            opt(t.measured, |v| format!("{} {}", shown(v), t.unit)),
+            t.verdict()
+        ));
+    }
 }
 
 /// One line per mode x command: msg/s against connections, log-log.

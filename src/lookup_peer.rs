@@ -12,8 +12,15 @@
 //!
 //! The set of addresses can change at run time (`PUT
 //! /config/nsqlookupd_tcp_addresses`).
+//!
+//! The lookupds also serve as the broker's [`ChannelDirectory`]: a new
+//! topic asks every identified lookupd's HTTP API (`GET /channels?topic=`,
+//! nsqd's 2 s connect and 5 s request timeouts) which channels exist for it
+//! elsewhere, and creates them before any message is handed over.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +31,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, Topology};
+use crate::broker::{Broker, ChannelDirectory, Topology};
 
 /// nsqd's lookupd dial timeout and per-read/write deadline.
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
@@ -35,6 +42,13 @@ const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// A lookupd reply larger than this is a protocol error.
 const MAX_REPLY_BYTES: u32 = 1 << 20;
+/// nsqd's HTTP client timeouts, for `/channels` queries.
+const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The HTTP address (`broadcast_address:http_port`) each identified
+/// lookupd gave in its IDENTIFY reply, by TCP address.
+type HttpAddresses = Arc<Mutex<BTreeMap<String, String>>>;
 
 /// What this node tells lookupds in IDENTIFY.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -92,6 +106,7 @@ pub struct LookupPeers {
     identity: NodeIdentity,
     shutdown: CancellationToken,
     inner: Mutex<PeerSet>,
+    http_addresses: HttpAddresses,
 }
 
 #[derive(Default)]
@@ -112,7 +127,13 @@ impl LookupPeers {
             identity,
             shutdown,
             inner: Mutex::new(PeerSet::default()),
+            http_addresses: HttpAddresses::default(),
         })
+    }
+
+    /// The HTTP addresses of the lookupds this node is identified with.
+    pub fn lookupd_http_addresses(&self) -> Vec<String> {
+        lock(&self.http_addresses).values().cloned().collect()
     }
 
     /// The configured addresses.
@@ -129,6 +150,7 @@ impl LookupPeers {
             if !keep {
                 tracing::info!(lookupd = %address, "lookupd peer removed");
                 stop.cancel();
+                lock(&self.http_addresses).remove(address);
             }
             keep
         });
@@ -141,6 +163,7 @@ impl LookupPeers {
                 address: address.clone(),
                 broker: self.broker.clone(),
                 identity: self.identity.clone(),
+                http_addresses: self.http_addresses.clone(),
             };
             tokio::spawn(peer.run(stop.clone()));
             set.running.insert(address.clone(), stop);
@@ -149,10 +172,78 @@ impl LookupPeers {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PeerSet> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ChannelDirectory for LookupPeers {
+    fn channels<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Vec<String>> + Send + 'a>> {
+        Box::pin(async move {
+            let lookupds = self.lookupd_http_addresses();
+            if lookupds.is_empty() {
+                if !self.addresses().is_empty() {
+                    tracing::error!(
+                        topic,
+                        "no lookupd available to ask for channels to pre-create"
+                    );
+                }
+                return Vec::new();
+            }
+            let queries = lookupds.iter().map(|address| channels_from(address, topic));
+            let mut names = Vec::new();
+            for (address, answer) in lookupds
+                .iter()
+                .zip(futures::future::join_all(queries).await)
+            {
+                match answer {
+                    Ok(found) => names.extend(found),
+                    Err(error) => {
+                        tracing::warn!(lookupd = %address, topic, %error, "asking lookupd for channels failed")
+                    }
+                }
+            }
+            names
+        })
+    }
+}
+
+/// `GET http://<address>/channels?topic=<topic>` → the channel names.
+async fn channels_from(address: &str, topic: &str) -> anyhow::Result<Vec<String>> {
+    use http_body_util::{BodyExt, Empty};
+    #[derive(serde::Deserialize)]
+    struct Channels {
+        channels: Vec<String>,
+    }
+    let stream = tokio::time::timeout(HTTP_CONNECT_TIMEOUT, TcpStream::connect(address)).await??;
+    let request = async {
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(connection);
+        // Topic names are [.a-zA-Z0-9_-] with an optional `#ephemeral`.
+        let path = format!("/channels?topic={}", topic.replace('#', "%23"));
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, address)
+            .header(hyper::header::ACCEPT, "application/vnd.nsq; version=1.0")
+            .body(Empty::<Bytes>::new())?;
+        let response = sender.send_request(request).await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "status {}",
+            response.status()
+        );
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(serde_json::from_slice::<Channels>(&body)?.channels)
+    };
+    tokio::time::timeout(HTTP_REQUEST_TIMEOUT, request).await?
 }
 
 /// Why a session with a lookupd ended.
@@ -173,6 +264,7 @@ struct Peer {
     address: String,
     broker: Arc<Broker>,
     identity: NodeIdentity,
+    http_addresses: HttpAddresses,
 }
 
 impl Peer {
@@ -185,7 +277,9 @@ impl Peer {
                 self.identify(&mut socket).await?;
                 identified = true;
                 tracing::info!(lookupd = %self.address, "identified to lookupd");
-                self.keep_registered(&mut socket).await
+                let result = self.keep_registered(&mut socket).await;
+                lock(&self.http_addresses).remove(&self.address);
+                result
             };
             let error = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -219,11 +313,15 @@ impl Peer {
         request.extend_from_slice(&(body.len() as u32).to_be_bytes());
         request.extend_from_slice(&body);
         let reply = exchange(socket, &request).await?;
-        if !reply.starts_with(b"{") {
-            return Err(SessionError::Refused(
-                String::from_utf8_lossy(&reply).into_owned(),
-            ));
+        #[derive(serde::Deserialize)]
+        struct Lookupd {
+            broadcast_address: String,
+            http_port: u16,
         }
+        let lookupd: Lookupd = serde_json::from_slice(&reply)
+            .map_err(|_| SessionError::Refused(String::from_utf8_lossy(&reply).into_owned()))?;
+        let http = format!("{}:{}", lookupd.broadcast_address, lookupd.http_port);
+        lock(&self.http_addresses).insert(self.address.clone(), http);
         Ok(())
     }
 

@@ -108,6 +108,7 @@ pub async fn start(
     let identity = node_identity(&args, tcp_address, http_address);
     let lookup_peers = LookupPeers::new(broker.clone(), identity, shutdown.clone());
     lookup_peers.set_addresses(args.lookupd_tcp_addresses.clone());
+    broker.set_channel_directory(lookup_peers.clone());
     let state = Arc::new(HttpState::new(
         broker.clone(),
         &args,

@@ -265,3 +265,48 @@ async fn a_client_library_consumes_through_lookupd_across_two_nodes() {
     .expect("the restarted node's messages within the deadline");
     assert_eq!(received, expected);
 }
+
+/// nsqd's channel pre-creation (reference §3.2): a topic new to a node
+/// first gets the durable channels its lookupds know of, before its first
+/// message is handed over, so each of them receives every message.
+#[test]
+fn a_new_topic_gets_the_channels_lookupd_knows_before_any_message() {
+    let lookupd = Lookupd::start(&[]);
+    for channel in ["billing", "audit", "tail%23ephemeral"] {
+        lookupd
+            .post(&format!("/channel/create?topic=orders&channel={channel}"))
+            .assert_empty();
+    }
+    let data = tempfile::tempdir().unwrap();
+    let server = node(&lookupd, data.path());
+    // Once a registration arrived, the node has read the lookupd's IDENTIFY reply.
+    server
+        .post("/topic/create?topic=warmup", b"")
+        .assert_empty();
+    wait_until("node identified", || {
+        !lookupd.producers("warmup").is_empty()
+    });
+
+    for i in 0..5 {
+        server
+            .post("/pub?topic=orders", format!("order {i}").as_bytes())
+            .assert_ok();
+    }
+    let stats: serde_json::Value =
+        serde_json::from_str(&server.get("/stats?format=json&topic=orders").body).unwrap();
+    let channels = stats["topics"][0]["channels"].as_array().unwrap();
+    let names: Vec<&str> = channels
+        .iter()
+        .map(|c| c["channel_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["audit", "billing"],
+        "no ephemeral channel is pre-created"
+    );
+    for channel in channels {
+        assert_eq!(channel["message_count"], 5, "{channel}");
+        assert_eq!(channel["depth"], 5, "{channel}");
+    }
+    assert_eq!(stats["topics"][0]["depth"], 0);
+}

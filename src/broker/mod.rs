@@ -16,8 +16,10 @@ pub mod stats;
 pub mod topic;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use ledgerq_storage::{
@@ -107,8 +109,18 @@ impl BrokerState {
 /// Which topics exist, each with its channels (both sorted).
 pub type Topology = BTreeMap<String, BTreeSet<String>>;
 
+/// Tells a new topic which channels exist for it elsewhere in the cluster.
+pub trait ChannelDirectory: Send + Sync {
+    /// The channel names known for `topic` (empty when none or unreachable).
+    fn channels<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Vec<String>> + Send + 'a>>;
+}
+
 pub struct Broker {
     state: Mutex<BrokerState>,
+    channel_directory: OnceLock<Arc<dyn ChannelDirectory>>,
     store: Arc<Store>,
     committer: GroupCommitter,
     options: BrokerOptions,
@@ -141,6 +153,7 @@ impl Broker {
             store,
             committer,
             options,
+            channel_directory: OnceLock::new(),
             exiting: AtomicBool::new(false),
         });
         for channel in recovered.stale_ephemeral_channels {
@@ -301,24 +314,20 @@ impl Broker {
 
     // ----- topics and channels -------------------------------------------
 
-    /// The topic's id, creating the topic if needed.
+    /// The topic's id, creating the topic if needed. A new topic first
+    /// gets the channels the cluster's lookupds know of (nsqd's
+    /// pre-creation, `#ephemeral` ones excepted), created before any
+    /// message is handed over, so that no known channel misses one.
     pub async fn ensure_topic(self: &Arc<Self>, name: &str) -> Result<u64, BrokerError> {
         if self.is_exiting() {
             return Err(BrokerError::Exiting);
         }
-        {
-            let mut state = self.lock();
-            if let Some(topic) = state.topics.get(name) {
-                return Ok(topic.id);
-            }
-            if is_ephemeral(name) {
-                let id = state.next_local_id;
-                state.next_local_id += 1;
-                let topic = Topic::new(id, name.to_owned(), true, 0, self.options.mem_queue_size);
-                state.topics.insert(name.to_owned(), topic);
-                state.topology_changed();
-                return Ok(id);
-            }
+        if let Some(topic) = self.lock().topics.get(name) {
+            return Ok(topic.id);
+        }
+        let known_channels = self.channels_known_elsewhere(name).await;
+        if is_ephemeral(name) {
+            return Ok(self.create_ephemeral_topic(name, &known_channels));
         }
         let (sender, receiver) = oneshot::channel();
         let broker = self.clone();
@@ -330,13 +339,7 @@ impl Broker {
             Urgency::Now,
             Box::new(move |result| {
                 if let Ok(Outcome::TopicCreated { topic, .. }) = &result {
-                    let mut state = broker.lock();
-                    let capacity = broker.options.mem_queue_size;
-                    state
-                        .topics
-                        .entry(owned_name.clone())
-                        .or_insert_with(|| Topic::new(*topic, owned_name, false, 0, capacity));
-                    state.topology_changed();
+                    broker.on_topic_created(&owned_name, *topic, known_channels);
                 }
                 let _ = sender.send(result);
             }),
@@ -345,6 +348,70 @@ impl Broker {
             Outcome::TopicCreated { topic, .. } => Ok(topic),
             other => unreachable!("CreateTopic answered {other:?}"),
         }
+    }
+
+    /// Where a new topic learns its channels (the node's lookupds).
+    pub fn set_channel_directory(&self, directory: Arc<dyn ChannelDirectory>) {
+        let _ = self.channel_directory.set(directory);
+    }
+
+    async fn channels_known_elsewhere(&self, topic: &str) -> Vec<String> {
+        let Some(directory) = self.channel_directory.get() else {
+            return Vec::new();
+        };
+        let mut names = directory.channels(topic).await;
+        names.retain(|name| !is_ephemeral(name));
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Runs on the committer thread once `CreateTopic` is durable: adds the
+    /// topic and queues the creation of `channels` under the same lock, so
+    /// that every publish to the new topic is queued after them.
+    fn on_topic_created(self: &Arc<Self>, name: &str, id: u64, channels: Vec<String>) {
+        let mut state = self.lock();
+        if state.topics.contains_key(name) {
+            return;
+        }
+        let capacity = self.options.mem_queue_size;
+        state.topics.insert(
+            name.to_owned(),
+            Topic::new(id, name.to_owned(), false, 0, capacity),
+        );
+        state.topology_changed();
+        for channel in channels {
+            let broker = self.clone();
+            let topic_name = name.to_owned();
+            self.committer.submit(
+                Command::CreateChannel {
+                    topic: id,
+                    name: channel.clone(),
+                    ephemeral: false,
+                },
+                Urgency::Now,
+                Box::new(move |result| match result {
+                    Ok(outcome) => broker.on_channel_created(&topic_name, &channel, false, &outcome),
+                    Err(error) => tracing::warn!(%error, topic = topic_name, channel, "pre-creating a channel failed"),
+                }),
+            );
+        }
+    }
+
+    fn create_ephemeral_topic(&self, name: &str, channels: &[String]) -> u64 {
+        let mut state = self.lock();
+        if let Some(topic) = state.topics.get(name) {
+            return topic.id;
+        }
+        let id = state.next_local_id;
+        state.next_local_id += 1;
+        let topic = Topic::new(id, name.to_owned(), true, 0, self.options.mem_queue_size);
+        state.topics.insert(name.to_owned(), topic);
+        for channel in channels {
+            add_memory_channel(&mut state, name, channel);
+        }
+        state.topology_changed();
+        id
     }
 
     /// Creates the channel if needed (the topic must exist).
@@ -357,7 +424,6 @@ impl Broker {
         let ephemeral = is_ephemeral(channel_name);
         {
             let mut state = self.lock();
-            let next_local_id = state.next_local_id;
             let topic = state
                 .topics
                 .get_mut(topic_name)
@@ -366,17 +432,7 @@ impl Broker {
                 return Ok(());
             }
             if topic.ephemeral {
-                let channel = Channel::new(
-                    next_local_id,
-                    channel_name.to_owned(),
-                    true,
-                    topic.handed_over,
-                );
-                topic.channels.insert(channel_name.to_owned(), channel);
-                if !topic.paused {
-                    topic.handed_over = topic.next_offset;
-                }
-                state.next_local_id += 1;
+                add_memory_channel(&mut state, topic_name, channel_name);
                 state.topology_changed();
                 return Ok(());
             }
@@ -1222,6 +1278,20 @@ fn remove_channel(state: &mut BrokerState, topic_name: &str, channel_name: &str,
     }
     state.topology_changed();
     disconnect_clients(&mut state.clients, &channel);
+}
+
+/// Adds a memory-only channel to the (ephemeral) topic; the topic hands it
+/// what arrives from now on, like any later channel.
+fn add_memory_channel(state: &mut BrokerState, topic_name: &str, channel_name: &str) {
+    let id = state.next_local_id;
+    state.next_local_id += 1;
+    let topic = state.topics.get_mut(topic_name).expect("caller created it");
+    debug_assert!(topic.ephemeral);
+    let channel = Channel::new(id, channel_name.to_owned(), true, topic.handed_over);
+    topic.channels.insert(channel_name.to_owned(), channel);
+    if !topic.paused {
+        topic.handed_over = topic.next_offset;
+    }
 }
 
 /// Drops what the channel (if it is still the one with this id) holds below

@@ -11,6 +11,7 @@
 //! - [`server`]: the accept loop, timers and graceful shutdown.
 //! - [`config`]: command-line flags (nsqd's names and defaults).
 
+pub mod accept;
 pub mod broker;
 pub mod clock;
 pub mod config;

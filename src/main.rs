@@ -1,5 +1,6 @@
-//! The `ledgerq` command: parses flags, sets up logging, runs the server
-//! until SIGTERM or SIGINT, then shuts down cleanly and exits 0.
+//! The `ledgerq` command: parses flags, sets up logging, runs the broker
+//! (`serve`) or the discovery service (`lookupd`) until SIGTERM or SIGINT,
+//! then shuts down cleanly and exits 0.
 
 use clap::Parser;
 use ledgerq::config::{Cli, CliCommand};
@@ -11,27 +12,26 @@ async fn main() -> anyhow::Result<()> {
         CliCommand::Serve(mut args) => {
             args.log_control = Some(ledgerq::logging::init(&args.log_level));
             let running = ledgerq::server::start(args, None).await?;
-            let token = running.shutdown_token();
-            tokio::spawn(async move {
-                wait_for_signal().await;
-                tracing::info!("signal received: shutting down");
-                token.cancel();
-            });
+            stop_on_signal(running.shutdown_token());
             running.wait().await;
         }
         CliCommand::Lookupd(args) => {
             ledgerq::logging::init(&args.log_level);
             let running = ledgerq::lookupd::start(args).await?;
-            let token = running.shutdown_token();
-            tokio::spawn(async move {
-                wait_for_signal().await;
-                tracing::info!("signal received: shutting down");
-                token.cancel();
-            });
+            stop_on_signal(running.shutdown_token());
             running.wait().await;
         }
     }
     Ok(())
+}
+
+/// Cancels `token` on the first SIGTERM or SIGINT.
+fn stop_on_signal(token: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: shutting down");
+        token.cancel();
+    });
 }
 
 async fn wait_for_signal() {

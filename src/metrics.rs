@@ -154,30 +154,27 @@ impl<'a, V> Family<'a, V> {
     }
 }
 
-fn encode_gauges(encoder: &mut DescriptorEncoder, family: Family<'_, u64>) -> std::fmt::Result {
-    let mut descriptor = encoder.encode_descriptor(
-        family.name,
-        family.help,
-        family.unit.as_ref(),
-        MetricType::Gauge,
-    )?;
+/// Writes `family` as `metric_type`, each value made a metric by `metric`.
+fn encode_family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    family: Family<'_, u64>,
+    metric_type: MetricType,
+    metric: impl Fn(u64) -> M,
+) -> std::fmt::Result {
+    let mut descriptor =
+        encoder.encode_descriptor(family.name, family.help, family.unit.as_ref(), metric_type)?;
     for (labels, value) in &family.samples {
-        ConstGauge::new(*value).encode(descriptor.encode_family(labels)?)?;
+        metric(*value).encode(descriptor.encode_family(labels)?)?;
     }
     Ok(())
 }
 
+fn encode_gauges(encoder: &mut DescriptorEncoder, family: Family<'_, u64>) -> std::fmt::Result {
+    encode_family(encoder, family, MetricType::Gauge, ConstGauge::new)
+}
+
 fn encode_counters(encoder: &mut DescriptorEncoder, family: Family<'_, u64>) -> std::fmt::Result {
-    let mut descriptor = encoder.encode_descriptor(
-        family.name,
-        family.help,
-        family.unit.as_ref(),
-        MetricType::Counter,
-    )?;
-    for (labels, value) in &family.samples {
-        ConstCounter::new(*value).encode(descriptor.encode_family(labels)?)?;
-    }
-    Ok(())
+    encode_family(encoder, family, MetricType::Counter, ConstCounter::new)
 }
 
 fn topic_families<'a>(topics: &'a [TopicSnapshot]) -> (Vec<Family<'a, u64>>, Vec<Family<'a, u64>>) {

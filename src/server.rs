@@ -11,11 +11,11 @@ use std::time::Duration;
 use anyhow::Context;
 use ledgerq_storage::{CommitOptions, Durability, StoreOptions, SyncHook};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::{accept_until, drain};
 use crate::broker::latency::LatencySettings;
-use crate::broker::{Broker, BrokerOptions};
+use crate::broker::{Broker, BrokerOptions, ChannelDirectory};
 use crate::config::{ms, ServeArgs};
 use crate::connection::{self, ConnectionSettings};
 use crate::http::{self, HttpState};
@@ -108,7 +108,8 @@ pub async fn start(
     let identity = node_identity(&args, tcp_address, http_address);
     let lookup_peers = LookupPeers::new(broker.clone(), identity, shutdown.clone());
     lookup_peers.set_addresses(args.lookupd_tcp_addresses.clone());
-    broker.set_channel_directory(lookup_peers.clone());
+    let directory: Arc<dyn ChannelDirectory> = lookup_peers.clone();
+    broker.set_channel_directory(Arc::downgrade(&directory));
     let state = Arc::new(HttpState::new(
         broker.clone(),
         &args,
@@ -156,10 +157,7 @@ fn node_identity(
         version: crate::connection::NSQ_COMPATIBLE_VERSION.to_owned(),
         tcp_port: port(args.broadcast_tcp_port, tcp_address),
         http_port: port(args.broadcast_http_port, http_address),
-        broadcast_address: args
-            .broadcast_address
-            .clone()
-            .unwrap_or_else(|| hostname.clone()),
+        broadcast_address: crate::http::info::broadcast_address(&args.broadcast_address),
         hostname,
         topology_zone: String::new(),
         topology_region: String::new(),
@@ -184,37 +182,21 @@ async fn serve(
     shutdown: CancellationToken,
 ) {
     let timers = tokio::spawn(run_timers(broker.clone(), shutdown.clone()));
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    let _ = socket.set_nodelay(true);
-                    let task = connection::serve(socket, peer, broker.clone(), settings.clone(), shutdown.child_token());
-                    connections.spawn(task);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
+    let connections = accept_until(listener, &shutdown, "TCP", |socket, peer| {
+        connection::serve(
+            socket,
+            peer,
+            broker.clone(),
+            settings.clone(),
+            shutdown.child_token(),
+        )
+    })
+    .await;
     tracing::info!(
         open = connections.len(),
         "shutting down: draining connections"
     );
-    let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("connections did not drain in time; closing them");
-        connections.shutdown().await;
-    }
+    drain(connections, DRAIN_DEADLINE, "TCP").await;
     if let Some(http_task) = http_task {
         // Bounded by the HTTP server's own drain deadline.
         let _ = http_task.await;

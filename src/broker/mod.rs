@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use bytes::Bytes;
 use ledgerq_storage::{
@@ -120,7 +120,8 @@ pub trait ChannelDirectory: Send + Sync {
 
 pub struct Broker {
     state: Mutex<BrokerState>,
-    channel_directory: OnceLock<Arc<dyn ChannelDirectory>>,
+    /// Not owned: the directory (the lookupd peers) holds the broker.
+    channel_directory: OnceLock<Weak<dyn ChannelDirectory>>,
     store: Arc<Store>,
     committer: GroupCommitter,
     options: BrokerOptions,
@@ -351,12 +352,12 @@ impl Broker {
     }
 
     /// Where a new topic learns its channels (the node's lookupds).
-    pub fn set_channel_directory(&self, directory: Arc<dyn ChannelDirectory>) {
+    pub fn set_channel_directory(&self, directory: Weak<dyn ChannelDirectory>) {
         let _ = self.channel_directory.set(directory);
     }
 
     async fn channels_known_elsewhere(&self, topic: &str) -> Vec<String> {
-        let Some(directory) = self.channel_directory.get() else {
+        let Some(directory) = self.channel_directory.get().and_then(Weak::upgrade) else {
             return Vec::new();
         };
         let mut names = directory.channels(topic).await;

@@ -30,13 +30,12 @@ fn nanos(duration: Duration) -> Value {
 
 /// The value of setting `name`, or `None` if there is no such setting.
 fn setting(args: &ServeArgs, name: &str, lookupd: Vec<String>, log_level: &str) -> Option<Value> {
-    let hostname = super::info::hostname();
     Some(match name {
         "nsqlookupd_tcp_addresses" => json!(lookupd),
         "log_level" => json!(level_number(log_level)),
         "tcp_address" => json!(args.tcp_address.to_string()),
         "http_address" => json!(args.http_address.to_string()),
-        "broadcast_address" => json!(args.broadcast_address.clone().unwrap_or(hostname)),
+        "broadcast_address" => json!(super::info::broadcast_address(&args.broadcast_address)),
         "broadcast_tcp_port" => json!(args.broadcast_tcp_port),
         "broadcast_http_port" => json!(args.broadcast_http_port),
         "data_path" => json!(args.data_path.display().to_string()),

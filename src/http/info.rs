@@ -43,10 +43,7 @@ impl Info {
             .unwrap_or(0);
         Info {
             version: NSQ_COMPATIBLE_VERSION,
-            broadcast_address: args
-                .broadcast_address
-                .clone()
-                .unwrap_or_else(|| hostname.clone()),
+            broadcast_address: broadcast_address(&args.broadcast_address),
             hostname,
             http_port: http_address.port(),
             tcp_port: tcp_address.port(),
@@ -59,6 +56,12 @@ impl Info {
             topology_region: String::new(),
         }
     }
+}
+
+/// The address a node or lookupd announces: `--broadcast-address`, or by
+/// default the host name (as nsqd and nsqlookupd do).
+pub fn broadcast_address(configured: &Option<String>) -> String {
+    configured.clone().unwrap_or_else(hostname)
 }
 
 /// The machine's host name, as Go's `os.Hostname`.

@@ -38,9 +38,9 @@ use futures::StreamExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::{accept_until, drain};
 use crate::broker::Broker;
 use crate::config::{ms, ServeArgs};
 use response::HttpError;
@@ -167,48 +167,27 @@ pub async fn serve(
     header_read_timeout: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((socket, _peer)) => {
-                    let _ = socket.set_nodelay(true);
-                    let service = TowerToHyperService::new(router.clone());
-                    let token = shutdown.clone();
-                    connections.spawn(async move {
-                        let mut builder = hyper::server::conn::http1::Builder::new();
-                        builder
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(header_read_timeout);
-                        let connection = builder.serve_connection(TokioIo::new(socket), service);
-                        tokio::pin!(connection);
-                        tokio::select! {
-                            _ = connection.as_mut() => {}
-                            _ = token.cancelled() => {
-                                connection.as_mut().graceful_shutdown();
-                                let _ = connection.await;
-                            }
-                        }
-                    });
+    let connections = accept_until(listener, &shutdown, "HTTP", |socket, _peer| {
+        let service = TowerToHyperService::new(router.clone());
+        let token = shutdown.clone();
+        async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let connection = builder.serve_connection(TokioIo::new(socket), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = token.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
         }
-    }
-    drop(listener);
-    let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
-        while connections.join_next().await.is_some() {}
     })
     .await;
-    if drained.is_err() {
-        tracing::warn!("HTTP connections did not drain in time; closing them");
-        connections.shutdown().await;
-    }
+    drain(connections, DRAIN_DEADLINE, "HTTP").await;
 }
 
 /// Why a request body could not be read.

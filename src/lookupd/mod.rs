@@ -24,12 +24,15 @@ use anyhow::Context;
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::{accept_until, drain};
 use crate::config::LookupdArgs;
 use crate::connection::NSQ_COMPATIBLE_VERSION;
 use registry::{Lifetimes, Registry};
+
+/// Bound on the wait for connections at shutdown.
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the lookupd says about itself (IDENTIFY reply, `/info`).
 #[derive(Debug, Clone, Serialize)]
@@ -105,10 +108,7 @@ pub async fn start(args: LookupdArgs) -> anyhow::Result<Running> {
             tombstone_lifetime_ns: args.tombstone_lifetime.as_nanos() as i64,
         },
         info: LookupdInfo {
-            broadcast_address: args
-                .broadcast_address
-                .clone()
-                .unwrap_or_else(|| hostname.clone()),
+            broadcast_address: crate::http::info::broadcast_address(&args.broadcast_address),
             hostname,
             http_port: http_address.port(),
             tcp_port: tcp_address.port(),
@@ -139,25 +139,12 @@ async fn accept(
     http_task: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
 ) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    let _ = socket.set_nodelay(true);
-                    connections.spawn(tcp::serve(socket, peer, state.clone(), shutdown.clone()));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "lookupd: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
+    let connections = accept_until(listener, &shutdown, "lookupd TCP", |socket, peer| {
+        tcp::serve(socket, peer, state.clone(), shutdown.clone())
+    })
+    .await;
+    // Every connection ends at once on shutdown (nothing to flush).
+    drain(connections, DRAIN_DEADLINE, "lookupd TCP").await;
     let _ = http_task.await;
     tracing::info!("lookupd: shutdown complete");
 }

@@ -240,7 +240,11 @@ async fn channels_from(address: &str, topic: &str) -> anyhow::Result<Vec<String>
             "status {}",
             response.status()
         );
-        let body = response.into_body().collect().await?.to_bytes();
+        let body = http_body_util::Limited::new(response.into_body(), MAX_REPLY_BYTES as usize)
+            .collect()
+            .await
+            .map_err(|error| anyhow::anyhow!("reading the body: {error}"))?
+            .to_bytes();
         Ok(serde_json::from_slice::<Channels>(&body)?.channels)
     };
     tokio::time::timeout(HTTP_REQUEST_TIMEOUT, request).await?

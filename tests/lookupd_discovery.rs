@@ -271,7 +271,9 @@ async fn a_client_library_consumes_through_lookupd_across_two_nodes() {
 /// message is handed over, so each of them receives every message.
 #[test]
 fn a_new_topic_gets_the_channels_lookupd_knows_before_any_message() {
-    let lookupd = Lookupd::start(&[]);
+    // The node asks the lookupd's HTTP API at the address the lookupd
+    // announces, which is the host name by default.
+    let lookupd = Lookupd::start(&["--broadcast-address=127.0.0.1"]);
     for channel in ["billing", "audit", "tail%23ephemeral"] {
         lookupd
             .post(&format!("/channel/create?topic=orders&channel={channel}"))

@@ -307,10 +307,11 @@ impl Store {
         let mut records = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_CURSOR), IteratorMode::Start) {
             let (key, value) = item?;
-            let (channel, offset) = keys::split_id_offset(&key).ok_or(StorageError::Corrupt {
-                what: "cursor key",
-                detail: format!("{key:?}"),
-            })?;
+            let (channel, offset) =
+                keys::split_id_offset(&key).ok_or_else(|| StorageError::Corrupt {
+                    what: "cursor key",
+                    detail: format!("{key:?}"),
+                })?;
             records.push((channel, offset, CursorRecord::decode(&value)?));
         }
         let state = StateMachine::recover(
@@ -377,7 +378,9 @@ impl Store {
                 break;
             }
             let (key, value) = item?;
-            let (_, offset) = keys::split_id_offset(&key).ok_or(StorageError::Corrupt {
+            // `ok_or_else`: the error text is built only for a corrupt key,
+            // not for every entry read (it showed up in drain profiles).
+            let (_, offset) = keys::split_id_offset(&key).ok_or_else(|| StorageError::Corrupt {
                 what: "log key",
                 detail: format!("{key:?}"),
             })?;

@@ -25,13 +25,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, ChannelDirectory, Topology};
+use crate::lookupd::protocol::NodeInfo;
 
 /// nsqd's lookupd dial timeout and per-read/write deadline.
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
@@ -49,18 +49,6 @@ const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The HTTP address (`broadcast_address:http_port`) each identified
 /// lookupd gave in its IDENTIFY reply, by TCP address.
 type HttpAddresses = Arc<Mutex<BTreeMap<String, String>>>;
-
-/// What this node tells lookupds in IDENTIFY.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NodeIdentity {
-    pub version: String,
-    pub tcp_port: u16,
-    pub http_port: u16,
-    pub hostname: String,
-    pub broadcast_address: String,
-    pub topology_zone: String,
-    pub topology_region: String,
-}
 
 /// A registration as sent to a lookupd: a topic, or a topic's channel.
 type Key = (String, Option<String>);
@@ -103,7 +91,7 @@ fn commands(registered: &BTreeSet<Key>, wanted: &BTreeSet<Key>) -> Vec<String> {
 /// The lookupd peers of one node.
 pub struct LookupPeers {
     broker: Arc<Broker>,
-    identity: NodeIdentity,
+    identity: NodeInfo,
     shutdown: CancellationToken,
     inner: Mutex<PeerSet>,
     http_addresses: HttpAddresses,
@@ -119,7 +107,7 @@ struct PeerSet {
 impl LookupPeers {
     pub fn new(
         broker: Arc<Broker>,
-        identity: NodeIdentity,
+        identity: NodeInfo,
         shutdown: CancellationToken,
     ) -> Arc<LookupPeers> {
         Arc::new(LookupPeers {
@@ -267,7 +255,7 @@ enum SessionError {
 struct Peer {
     address: String,
     broker: Arc<Broker>,
-    identity: NodeIdentity,
+    identity: NodeInfo,
     http_addresses: HttpAddresses,
 }
 

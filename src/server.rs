@@ -19,7 +19,8 @@ use crate::broker::{Broker, BrokerOptions, ChannelDirectory};
 use crate::config::{ms, ServeArgs};
 use crate::connection::{self, ConnectionSettings};
 use crate::http::{self, HttpState};
-use crate::lookup_peer::{LookupPeers, NodeIdentity};
+use crate::lookup_peer::LookupPeers;
+use crate::lookupd::protocol::NodeInfo;
 use crate::metrics::{CommitMetrics, Metrics};
 
 /// How often in-flight timeouts and deferred messages are checked.
@@ -143,17 +144,13 @@ pub async fn start(
 }
 
 /// What this node tells lookupds about itself.
-fn node_identity(
-    args: &ServeArgs,
-    tcp_address: SocketAddr,
-    http_address: SocketAddr,
-) -> NodeIdentity {
+fn node_identity(args: &ServeArgs, tcp_address: SocketAddr, http_address: SocketAddr) -> NodeInfo {
     let hostname = crate::http::info::hostname();
     let port = |broadcast: u16, listening: SocketAddr| match broadcast {
         0 => listening.port(),
         port => port,
     };
-    NodeIdentity {
+    NodeInfo {
         version: crate::connection::NSQ_COMPATIBLE_VERSION.to_owned(),
         tcp_port: port(args.broadcast_tcp_port, tcp_address),
         http_port: port(args.broadcast_http_port, http_address),

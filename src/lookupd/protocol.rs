@@ -8,7 +8,7 @@
 //! with no frame type (unlike V2).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::protocol::names::{is_valid_channel_name, is_valid_topic_name};
@@ -25,7 +25,7 @@ pub const MAX_IDENTIFY_BODY_BYTES: usize = 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Ping,
-    Identify(IdentifyBody),
+    Identify(NodeInfo),
     Register {
         topic: String,
         channel: Option<String>,
@@ -36,17 +36,25 @@ pub enum Request {
     },
 }
 
-/// What a node says about itself in IDENTIFY.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// What a node says about itself in IDENTIFY (sent by `ledgerq serve`
+/// and nsqd, kept by the lookupd). Field order is nsqlookupd's `PeerInfo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct IdentifyBody {
-    pub broadcast_address: String,
+pub struct NodeInfo {
     pub hostname: String,
+    pub broadcast_address: String,
     pub tcp_port: u16,
     pub http_port: u16,
     pub version: String,
     pub topology_zone: String,
     pub topology_region: String,
+}
+
+impl NodeInfo {
+    /// `broadcast_address:http_port`, how nsqadmin and tombstones name a node.
+    pub fn http_node(&self) -> String {
+        format!("{}:{}", self.broadcast_address, self.http_port)
+    }
 }
 
 /// A fatal V1 error: its code and text, sent as `"<code> <text>"`.
@@ -163,7 +171,7 @@ impl LookupCodec {
 
 /// The IDENTIFY body after the command line: `Some((body, bytes used))`
 /// once complete, `None` while more bytes are needed.
-fn identify_body(rest: &[u8]) -> Result<Option<(IdentifyBody, usize)>, LookupError> {
+fn identify_body(rest: &[u8]) -> Result<Option<(NodeInfo, usize)>, LookupError> {
     let Some(size) = rest.get(..4) else {
         return Ok(None);
     };
@@ -175,7 +183,7 @@ fn identify_body(rest: &[u8]) -> Result<Option<(IdentifyBody, usize)>, LookupErr
     let Some(raw) = rest.get(4..4 + size) else {
         return Ok(None);
     };
-    let body: IdentifyBody = serde_json::from_slice(raw)
+    let body: NodeInfo = serde_json::from_slice(raw)
         .map_err(|_| LookupError::bad_body("IDENTIFY failed to decode JSON body"))?;
     if body.broadcast_address.is_empty()
         || body.tcp_port == 0

@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use super::protocol::NodeInfo;
+
 /// A registration's category.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Category {
@@ -68,23 +70,11 @@ pub type PeerId = String;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PeerInfo {
     pub remote_address: String,
-    pub hostname: String,
-    pub broadcast_address: String,
-    pub tcp_port: u16,
-    pub http_port: u16,
-    pub version: String,
-    pub topology_zone: String,
-    pub topology_region: String,
+    #[serde(flatten)]
+    pub node: NodeInfo,
     /// Last IDENTIFY or PING, ns since the epoch.
     #[serde(skip)]
     pub last_update_ns: i64,
-}
-
-impl PeerInfo {
-    /// `broadcast_address:http_port`, how nsqadmin and tombstones name a node.
-    pub fn http_node(&self) -> String {
-        format!("{}:{}", self.broadcast_address, self.http_port)
-    }
 }
 
 /// A producer's place in one registration.
@@ -117,13 +107,8 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DebugProducer {
     pub id: String,
-    pub hostname: String,
-    pub broadcast_address: String,
-    pub tcp_port: u16,
-    pub http_port: u16,
-    pub version: String,
-    pub topology_zone: String,
-    pub topology_region: String,
+    #[serde(flatten)]
+    pub node: NodeInfo,
     pub last_update: i64,
     pub tombstoned: bool,
     pub tombstoned_at: i64,
@@ -218,7 +203,11 @@ impl Registry {
             return;
         };
         for (id, membership) in producers.iter_mut() {
-            if self.peers.get(id).is_some_and(|p| p.http_node() == node) {
+            if self
+                .peers
+                .get(id)
+                .is_some_and(|p| p.node.http_node() == node)
+            {
                 membership.tombstoned_at_ns = Some(now_ns);
             }
         }
@@ -305,13 +294,7 @@ impl Registry {
                         let p = self.peers.get(id)?;
                         Some(DebugProducer {
                             id: id.clone(),
-                            hostname: p.hostname.clone(),
-                            broadcast_address: p.broadcast_address.clone(),
-                            tcp_port: p.tcp_port,
-                            http_port: p.http_port,
-                            version: p.version.clone(),
-                            topology_zone: p.topology_zone.clone(),
-                            topology_region: p.topology_region.clone(),
+                            node: p.node.clone(),
                             last_update: p.last_update_ns,
                             tombstoned: m.tombstoned_at_ns.is_some(),
                             tombstoned_at: m.tombstoned_at_ns.unwrap_or(0),
@@ -377,19 +360,23 @@ mod tests {
     fn peer(address: &str, now_ns: i64) -> PeerInfo {
         PeerInfo {
             remote_address: format!("{address}:5000"),
-            hostname: address.to_owned(),
-            broadcast_address: address.to_owned(),
-            tcp_port: 4150,
-            http_port: 4151,
-            version: "1.3.0".to_owned(),
-            topology_zone: String::new(),
-            topology_region: String::new(),
+            node: NodeInfo {
+                hostname: address.to_owned(),
+                broadcast_address: address.to_owned(),
+                tcp_port: 4150,
+                http_port: 4151,
+                version: "1.3.0".to_owned(),
+                ..NodeInfo::default()
+            },
             last_update_ns: now_ns,
         }
     }
 
     fn addresses(peers: &[PeerInfo]) -> Vec<&str> {
-        peers.iter().map(|p| p.broadcast_address.as_str()).collect()
+        peers
+            .iter()
+            .map(|p| p.node.broadcast_address.as_str())
+            .collect()
     }
 
     #[test]
@@ -465,7 +452,7 @@ mod tests {
         r.register("a", "t", None);
         assert_eq!(addresses(&r.lookup("t", 11, LIFETIMES)), ["b"]);
         let nodes = r.nodes(11, LIFETIMES);
-        let a = nodes.iter().find(|n| n.peer.hostname == "a").unwrap();
+        let a = nodes.iter().find(|n| n.peer.node.hostname == "a").unwrap();
         assert_eq!(a.topics, ["t", "u"]);
         assert_eq!(a.tombstones, [true, false]);
         let after = 10 + LIFETIMES.tombstone_lifetime_ns;

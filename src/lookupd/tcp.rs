@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
-use super::protocol::{DecodeError, IdentifyBody, LookupCodec, ReplyEncoder, Request, MAGIC_V1};
+use super::protocol::{DecodeError, LookupCodec, NodeInfo, ReplyEncoder, Request, MAGIC_V1};
 use super::registry::PeerInfo;
 use super::LookupdState;
 use crate::clock;
@@ -75,7 +75,7 @@ fn answer(request: Request, id: &str, state: &LookupdState, codec: &mut LookupCo
         Request::Identify(body) => {
             codec.identified = true;
             let peer = peer_info(id, body);
-            tracing::info!(peer = id, node = %peer.http_node(), "lookupd: node identified");
+            tracing::info!(peer = id, node = %peer.node.http_node(), "lookupd: node identified");
             state.registry().identify(id, peer);
             return state.identify_reply();
         }
@@ -89,16 +89,10 @@ fn answer(request: Request, id: &str, state: &LookupdState, codec: &mut LookupCo
     Bytes::from_static(b"OK")
 }
 
-fn peer_info(id: &str, body: IdentifyBody) -> PeerInfo {
+fn peer_info(id: &str, node: NodeInfo) -> PeerInfo {
     PeerInfo {
         remote_address: id.to_owned(),
-        hostname: body.hostname,
-        broadcast_address: body.broadcast_address,
-        tcp_port: body.tcp_port,
-        http_port: body.http_port,
-        version: body.version,
-        topology_zone: body.topology_zone,
-        topology_region: body.topology_region,
+        node,
         last_update_ns: clock::now_ns(),
     }
 }

@@ -961,8 +961,10 @@ impl Broker {
             let finished = entry.finish(client, offset)?;
             let e2e = &broker.options.e2e_latency;
             if e2e.enabled() {
-                let now_ms = clock::now_ms();
-                let latency_ns = clock::now_ns().saturating_sub(finished.message.timestamp_ns);
+                // One clock reading for both the window and the latency.
+                let now_ns = clock::now_ns();
+                let now_ms = (now_ns / 1_000_000) as u64;
+                let latency_ns = now_ns.saturating_sub(finished.message.timestamp_ns);
                 entry
                     .e2e_latency
                     .get_or_insert_with(|| LatencyWindow::new(e2e.window_ms, now_ms))

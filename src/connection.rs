@@ -31,12 +31,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::channel::InFlightError;
 use crate::broker::client::{ClientId, ClientInfo, Outbound};
-use crate::broker::{Broker, BrokerError};
+use crate::broker::Broker;
 use crate::config::{ms, ServeArgs};
 use crate::protocol::frame::{encode_error, encode_message, encode_response};
 use crate::protocol::identify::{negotiate, IdentifyLimits, Negotiated, ServerFeatures};
 use crate::protocol::{
-    Admission, Command, CommandCodec, CommandGate, Limits, Line, ProtocolError, Verb, MAGIC_V2,
+    Admission, ClientCommand, CommandCodec, CommandGate, Limits, Line, ProtocolError, Verb,
+    MAGIC_V2,
 };
 
 /// The connection's protocol state (nsqd's numbering in `/stats`).
@@ -71,12 +72,10 @@ impl CommandGate for StateGate {
             Verb::Pub | Verb::Mpub | Verb::Dpub | Verb::Nop => true,
         };
         if !allowed {
-            let text = format!("cannot {} in current state", line.name());
-            return Admission::Reject(ProtocolError::invalid(text));
+            return Admission::Reject(ProtocolError::wrong_state(line.name()));
         }
         if line.verb() == Verb::Sub && !self.heartbeats_enabled {
-            let text = "cannot SUB with heartbeats disabled";
-            return Admission::Reject(ProtocolError::invalid(text));
+            return Admission::Reject(ProtocolError::sub_without_heartbeats());
         }
         Admission::Proceed
     }
@@ -310,24 +309,28 @@ impl Reader {
         ready(error_reply(&error))
     }
 
-    async fn handle(&mut self, command: Command) -> Option<PendingReply> {
+    async fn handle(&mut self, command: ClientCommand) -> Option<PendingReply> {
         match command {
-            Command::Identify(body) => Some(self.identify(&body)),
-            Command::Auth(_) => Some(self.auth()),
-            Command::Sub { topic, channel } => Some(self.sub(&topic, &channel).await),
-            Command::Pub { topic, body } => Some(self.publish("PUB", &topic, vec![body], 0).await),
-            Command::Mpub { topic, bodies } => Some(self.publish("MPUB", &topic, bodies, 0).await),
-            Command::Dpub {
+            ClientCommand::Identify(body) => Some(self.identify(&body)),
+            ClientCommand::Auth(_) => Some(self.auth()),
+            ClientCommand::Sub { topic, channel } => Some(self.sub(&topic, &channel).await),
+            ClientCommand::Pub { topic, body } => {
+                Some(self.publish("PUB", &topic, vec![body], 0).await)
+            }
+            ClientCommand::Mpub { topic, bodies } => {
+                Some(self.publish("MPUB", &topic, bodies, 0).await)
+            }
+            ClientCommand::Dpub {
                 topic,
                 defer_ms,
                 body,
             } => Some(self.publish("DPUB", &topic, vec![body], defer_ms).await),
-            Command::Rdy { count } => self.rdy(count),
-            Command::Fin { id } => self.fin(&id),
-            Command::Req { id, timeout_ms } => self.req(&id, timeout_ms),
-            Command::Touch { id } => self.touch(&id),
-            Command::Cls => Some(self.cls()),
-            Command::Nop => None,
+            ClientCommand::Rdy { count } => self.rdy(count),
+            ClientCommand::Fin { id } => self.fin(&id),
+            ClientCommand::Req { id, timeout_ms } => self.req(&id, timeout_ms),
+            ClientCommand::Touch { id } => self.touch(&id),
+            ClientCommand::Cls => Some(self.cls()),
+            ClientCommand::Nop => None,
         }
     }
 
@@ -380,10 +383,7 @@ impl Reader {
                 self.state = ConnState::Subscribed;
                 ready(Reply::Frame(response(b"OK")))
             }
-            Err(error) => self.fail(ProtocolError::fatal(
-                "E_SUB_FAILED",
-                format!("SUB failed {error}"),
-            )),
+            Err(error) => self.fail(ProtocolError::sub_failed(topic, channel, &error)),
         }
     }
 
@@ -398,7 +398,7 @@ impl Reader {
     ) -> PendingReply {
         let topic_id = match self.broker.ensure_topic(topic).await {
             Ok(id) => id,
-            Err(error) => return self.fail(publish_failed(verb, &error)),
+            Err(error) => return self.fail(ProtocolError::publish_failed(verb, &error)),
         };
         let ticket =
             self.broker
@@ -406,7 +406,7 @@ impl Reader {
         Box::pin(async move {
             match ticket.wait().await {
                 Ok(()) => Reply::Frame(response(b"OK")),
-                Err(error) => error_reply(&publish_failed(verb, &error)),
+                Err(error) => error_reply(&ProtocolError::publish_failed(verb, &error)),
             }
         })
     }
@@ -420,19 +420,19 @@ impl Reader {
     // FIN <id>: done with a message.
     fn fin(&mut self, id: &[u8; 16]) -> Option<PendingReply> {
         let result = self.broker.finish(self.client, id);
-        in_flight_reply("E_FIN_FAILED", "FIN", id, result)
+        in_flight_reply("FIN", id, result)
     }
 
     // REQ <id> <timeout_ms>: put back, now or after a delay (clamped).
     fn req(&mut self, id: &[u8; 16], timeout_ms: u64) -> Option<PendingReply> {
         let result = self.broker.requeue(self.client, id, timeout_ms);
-        in_flight_reply("E_REQ_FAILED", "REQ", id, result)
+        in_flight_reply("REQ", id, result)
     }
 
     // TOUCH <id>: reset the in-flight deadline.
     fn touch(&mut self, id: &[u8; 16]) -> Option<PendingReply> {
         let result = self.broker.touch(self.client, id);
-        in_flight_reply("E_TOUCH_FAILED", "TOUCH", id, result)
+        in_flight_reply("TOUCH", id, result)
     }
 
     // CLS: no more messages; the client closes once it has answered its in-flight ones.
@@ -443,28 +443,14 @@ impl Reader {
     }
 }
 
-fn publish_failed(verb: &str, error: &BrokerError) -> ProtocolError {
-    ProtocolError::fatal(publish_failed_code(verb), format!("{verb} failed {error}"))
-}
-
-fn publish_failed_code(verb: &str) -> &'static str {
-    match verb {
-        "MPUB" => "E_MPUB_FAILED",
-        "DPUB" => "E_DPUB_FAILED",
-        _ => "E_PUB_FAILED",
-    }
-}
-
 fn in_flight_reply(
-    code: &'static str,
     verb: &str,
     id: &[u8; 16],
     result: Result<(), InFlightError>,
 ) -> Option<PendingReply> {
     let error = result.err()?;
-    let id = String::from_utf8_lossy(id);
-    let text = format!("{verb} {id} failed {}", error.reason());
-    Some(ready(error_reply(&ProtocolError::non_fatal(code, text))))
+    let error = ProtocolError::in_flight_failed(verb, id, error);
+    Some(ready(error_reply(&error)))
 }
 
 /// The sending half: replies in order, messages, heartbeats.

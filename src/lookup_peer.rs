@@ -1,4 +1,4 @@
-//! Registration with lookupds, as nsqd does it (reference §3.2).
+//! Registration with lookupds, as nsqd does it (`docs/nsq-wire.md` §6.3).
 //!
 //! One [`LookupPeers`] owns a task per `--lookupd-tcp-address`. A task
 //! connects (1 s dial timeout), sends the magic and IDENTIFY, then keeps the

@@ -255,8 +255,8 @@ impl Collector for BrokerCollector {
             encode_counters(&mut encoder, family)?;
         }
 
-        let stats = self.broker.committer().stats();
-        let healthy = u64::from(self.broker.committer().failure().is_none());
+        let stats = self.broker.log().stats();
+        let healthy = u64::from(self.broker.log().failure().is_none());
         let node_gauges = [
             (
                 "clients",

@@ -1,4 +1,4 @@
-//! `ledgerq lookupd` against nsqlookupd's wire behaviour (reference §3):
+//! `ledgerq lookupd` against nsqlookupd's wire behaviour (`docs/nsq-wire.md` §6):
 //! the TCP protocol V1 byte by byte with its fatal errors, and the HTTP API
 //! with its JSON shapes, status codes and headers. Nodes are simulated with
 //! raw V1 connections, as nsqd would speak.
@@ -40,7 +40,7 @@ fn identify_answers_with_the_lookupds_address_and_ports() {
     assert_eq!(client.command("PING"), "OK");
 }
 
-/// Each error of reference §3.1: answered as `<code> <text>`, then closed.
+/// Each error of `docs/nsq-wire.md` §6.1: answered as `<code> <text>`, then closed.
 #[test]
 fn every_v1_error_is_fatal_with_nsqlookupds_text() {
     let lookupd = Lookupd::start(&[]);

@@ -1,5 +1,5 @@
 //! `ledgerq serve` registering with `ledgerq lookupd` as nsqd does
-//! (reference §3.2), `/config/nsqlookupd_tcp_addresses` at run time, and
+//! (`docs/nsq-wire.md` §6.3), `/config/nsqlookupd_tcp_addresses` at run time, and
 //! a real NSQ client library (tokio-nsq) finding ledgerq nodes through the
 //! lookupd: a topic spread over two nodes, one of which restarts.
 
@@ -266,7 +266,7 @@ async fn a_client_library_consumes_through_lookupd_across_two_nodes() {
     assert_eq!(received, expected);
 }
 
-/// nsqd's channel pre-creation (reference §3.2): a topic new to a node
+/// nsqd's channel pre-creation (`docs/nsq-wire.md` §6.3): a topic new to a node
 /// first gets the durable channels its lookupds know of, before its first
 /// message is handed over, so each of them receives every message.
 #[test]

@@ -1,4 +1,4 @@
-//! Every error path of the NSQ TCP protocol V2 (`docs/nsq-wire-reference.md` §1), checked
+//! Every error path of the NSQ TCP protocol V2 (`docs/nsq-wire.md` §2, §3), checked
 //! byte-exactly against the real binary over raw sockets: the error frame's text, whether it
 //! is fatal (the server closes the connection) or not (the connection keeps working), and the
 //! order of checks (a command is refused on its line alone when nsqd would not read its body).
@@ -249,7 +249,7 @@ fn unknown_and_empty_commands_are_fatal() {
     let (_dir, server) = start(&[]);
     let address = server.tcp_address;
 
-    // The reference's byte example, checked raw.
+    // The error frame example of `docs/nsq-wire.md` §2.3, checked raw.
     let mut client = RawClient::connect(address);
     client.command("FOO");
     let mut raw = [0u8; 37];

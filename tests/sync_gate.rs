@@ -158,7 +158,7 @@ async fn publishers_on_different_connections_share_one_fsync() {
     let _release = ReleaseOnDrop(gate.clone());
     let running = start(dir.path(), Some(&gate)).await;
     let address = running.tcp_address;
-    let stats = running.broker.committer().stats().clone();
+    let stats = running.broker.log().stats().clone();
     client_side(move || {
         let mut first = RawClient::connect(address);
         // Creates the topic: the publishes below are one command each.

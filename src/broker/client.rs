@@ -36,8 +36,8 @@ pub struct Client {
     pub id: ClientId,
     pub info: ClientInfo,
     pub outbound: UnboundedSender<Outbound>,
-    /// `(topic, channel)` after SUB.
-    pub subscription: Option<(String, String)>,
+    /// `(topic id, channel id)` after SUB.
+    pub subscription: Option<(u64, u64)>,
     pub ready_count: u64,
     pub in_flight_count: u64,
     pub closing: bool,

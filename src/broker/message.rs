@@ -5,7 +5,10 @@
 //! the same on every delivery, after a restart, and on every replica, and a
 //! FIN needs no lookup table to find the offset again.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use ledgerq_storage::MessageRecord;
 
 const OFFSET_BITS: u32 = 48;
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
@@ -35,6 +38,36 @@ impl Message {
             deliver_at_ms,
             body,
         }
+    }
+}
+
+impl Message {
+    /// The message stored at `offset` of topic `topic_id`.
+    pub fn from_record(topic_id: u64, offset: u64, record: MessageRecord) -> Self {
+        Message::new(
+            topic_id,
+            offset,
+            record.timestamp_ns,
+            record.deliver_at_ms,
+            record.body,
+        )
+    }
+
+    /// The messages of one publish, at consecutive offsets from `first_offset`.
+    pub fn batch(
+        topic_id: u64,
+        first_offset: u64,
+        timestamp_ns: i64,
+        deliver_at_ms: u64,
+        bodies: Vec<Bytes>,
+    ) -> Vec<Arc<Message>> {
+        (first_offset..)
+            .zip(bodies)
+            .map(|(offset, body)| {
+                let message = Message::new(topic_id, offset, timestamp_ns, deliver_at_ms, body);
+                Arc::new(message)
+            })
+            .collect()
     }
 }
 

@@ -9,15 +9,13 @@
 //! first delivery would have written a record). Ephemeral channels do not
 //! survive a restart; they are returned for deletion.
 
-use std::collections::HashMap;
-
 use ledgerq_storage::{ChannelState, StateMachine, StorageError, Store};
 
 use super::channel::Channel;
 use super::topic::Topic;
 
 pub struct Recovered {
-    pub topics: HashMap<String, Topic>,
+    pub topics: Vec<Topic>,
     pub stale_ephemeral_channels: Vec<u64>,
 }
 
@@ -27,20 +25,11 @@ pub fn recover(
     cache_capacity: usize,
     now_ms: u64,
 ) -> Result<Recovered, StorageError> {
-    let mut topics = HashMap::new();
+    let mut topics = Vec::new();
     let mut stale_ephemeral_channels = Vec::new();
     for stored in state.topics() {
         let meta = &stored.meta;
-        let mut topic = Topic::new(
-            stored.id,
-            meta.name.clone(),
-            false,
-            meta.next_offset,
-            cache_capacity,
-        );
-        topic.paused = meta.paused;
-        topic.handed_over = meta.handed_over;
-        topic.log_start = meta.log_start;
+        let mut topic = Topic::recovered(stored.id, meta, cache_capacity);
         for channel_id in &stored.channels {
             let stored_channel = state.channel(*channel_id).expect("state is consistent");
             if stored_channel.meta.ephemeral {
@@ -48,10 +37,10 @@ pub fn recover(
                 continue;
             }
             let channel = recover_channel(store, stored.id, stored_channel, now_ms)?;
-            topic.channels.insert(channel.name.clone(), channel);
+            topic.add_channel(channel);
         }
-        tracing::info!(topic = %meta.name, next_offset = meta.next_offset, channels = topic.channels.len(), "recovered topic");
-        topics.insert(meta.name.clone(), topic);
+        tracing::info!(topic = %meta.name, next_offset = meta.next_offset, channels = stored.channels.len(), "recovered topic");
+        topics.push(topic);
     }
     Ok(Recovered {
         topics,
@@ -67,7 +56,7 @@ fn recover_channel(
 ) -> Result<Channel, StorageError> {
     let meta = &stored.meta;
     let mut channel = Channel::new(stored.id, meta.name.clone(), false, meta.delivered_up_to);
-    channel.paused = meta.paused;
+    channel.set_paused(meta.paused);
     let mut offset = meta.floor;
     while offset < meta.delivered_up_to {
         let wanted = (meta.delivered_up_to - offset).min(1024) as usize;

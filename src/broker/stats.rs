@@ -1,5 +1,5 @@
 //! A point-in-time view of every topic, channel and client, taken under the
-//! broker lock so its counts agree with each other (reference §2.5, §4.7).
+//! broker lock so its counts agree with each other (`docs/nsq-wire.md` §5.7, §4.7).
 //!
 //! Depths count messages, not bytes. A durable topic or channel keeps every
 //! message it counts in its on-disk log, so its `backend_depth` equals its
@@ -125,9 +125,9 @@ impl Broker {
         let now_ms = clock::now_ms();
         let e2e = &self.options.e2e_latency;
         let state = self.lock();
-        let mut names: Vec<&String> = match &filter.topic {
-            Some(name) => state.topics.keys().filter(|n| *n == name).collect(),
-            None => state.topics.keys().collect(),
+        let mut names: Vec<&str> = match &filter.topic {
+            Some(name) => state.topic(name).map(|t| t.name()).into_iter().collect(),
+            None => state.topics().map(|t| t.name()).collect(),
         };
         if filter.topic.is_some() && names.is_empty() {
             return StatsSnapshot {
@@ -138,38 +138,34 @@ impl Broker {
         names.sort();
         let mut topics = Vec::with_capacity(names.len());
         for name in names {
-            let topic = &state.topics[name];
+            let topic = state.topic(name).expect("listed above");
             if let Some(wanted) = &filter.channel {
-                if !topic.channels.contains_key(wanted) {
+                if !topic.has_channel(wanted) {
                     continue;
                 }
             }
             let on_disk = |depth: u64, ephemeral: bool| if ephemeral { 0 } else { depth };
             let channels = topic
-                .channels
-                .values()
+                .channels()
                 .filter(|c| {
                     filter
                         .channel
                         .as_ref()
-                        .is_none_or(|wanted| &c.name == wanted)
+                        .is_none_or(|wanted| c.name() == wanted)
                 })
                 .map(|channel| {
                     // The unread range was handed over but not yet read by
                     // a dispatch: received by the channel, and deferred if
                     // its delivery time has not come.
-                    let unread_from = channel.read_cursor.max(topic.log_start);
-                    let unread = topic.handed_over.saturating_sub(unread_from);
-                    let unread_deferred = (unread_from..topic.handed_over)
-                        .filter_map(|offset| topic.cache.get(offset))
-                        .filter(|message| message.deliver_at_ms > now_ms)
-                        .count() as u64;
+                    let unread = topic.unread(channel.read_cursor());
+                    let unread_deferred = topic.cached_deferred(channel.read_cursor(), now_ms);
                     let depth = channel
-                        .depth(topic.handed_over)
+                        .depth(topic.handed_over())
                         .saturating_sub(unread_deferred);
+                    let counters = channel.counters();
                     let clients = if filter.include_clients {
                         channel
-                            .clients
+                            .clients()
                             .iter()
                             .filter_map(|id| state.clients.get(id))
                             .map(ClientSnapshot::of)
@@ -178,37 +174,37 @@ impl Broker {
                         Vec::new()
                     };
                     ChannelSnapshot {
-                        name: channel.name.clone(),
-                        paused: channel.paused,
+                        name: channel.name().to_owned(),
+                        paused: channel.is_paused(),
                         depth,
-                        backend_depth: on_disk(depth, channel.ephemeral || topic.ephemeral),
+                        backend_depth: on_disk(
+                            depth,
+                            channel.is_ephemeral() || topic.is_ephemeral(),
+                        ),
                         in_flight_count: channel.in_flight_count() as u64,
                         deferred_count: channel.deferred_count() as u64 + unread_deferred,
-                        message_count: channel.message_count + unread,
-                        requeue_count: channel.requeue_count,
-                        timeout_count: channel.timeout_count,
-                        client_count: channel.clients.len() as u64,
+                        message_count: counters.message_count + unread,
+                        requeue_count: counters.requeue_count,
+                        timeout_count: counters.timeout_count,
+                        client_count: channel.clients().len() as u64,
                         clients,
-                        e2e_latency: e2e.enabled().then(|| {
-                            summarize(channel.e2e_latency.as_ref(), now_ms, &e2e.quantiles)
-                        }),
+                        e2e_latency: e2e
+                            .enabled()
+                            .then(|| summarize(channel.e2e_latency(), now_ms, &e2e.quantiles)),
                     }
                 })
                 .collect();
             let depth = topic.depth();
             topics.push(TopicSnapshot {
-                name: topic.name.clone(),
-                paused: topic.paused,
+                name: topic.name().to_owned(),
+                paused: topic.is_paused(),
                 depth,
-                backend_depth: on_disk(depth, topic.ephemeral),
-                message_count: topic.message_count,
-                message_bytes: topic.message_bytes,
+                backend_depth: on_disk(depth, topic.is_ephemeral()),
+                message_count: topic.message_count(),
+                message_bytes: topic.message_bytes(),
                 channels,
                 e2e_latency: e2e.enabled().then(|| {
-                    let windows = topic
-                        .channels
-                        .values()
-                        .filter_map(|c| c.e2e_latency.as_ref());
+                    let windows = topic.channels().filter_map(|c| c.e2e_latency());
                     summarize(windows, now_ms, &e2e.quantiles)
                 }),
             });
@@ -234,16 +230,17 @@ impl Broker {
     }
 }
 
-/// Counts `count` messages that TCP client `publisher` published to `topic`
-/// (its `pub_counts` among the producers); called under the broker lock the
-/// publish already holds.
+/// Counts `count` messages that TCP client `publisher` published to topic
+/// `topic_id` (its `pub_counts` among the producers); called under the
+/// broker lock the publish already holds.
 pub(super) fn count_publish(
     state: &mut BrokerState,
     publisher: Option<ClientId>,
-    topic: &str,
+    topic_id: u64,
     count: u64,
 ) {
-    let Some(entry) = publisher.and_then(|id| state.clients.get_mut(&id)) else {
+    let Some((entry, topic)) = publisher.and_then(|id| state.client_and_topic_name(id, topic_id))
+    else {
         return;
     };
     match entry.pub_counts.iter_mut().find(|(name, _)| name == topic) {

@@ -9,6 +9,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use ledgerq_storage::TopicMeta;
+
 use super::channel::Channel;
 use super::message::Message;
 
@@ -81,23 +83,33 @@ impl MessageCache {
     }
 }
 
+/// What a topic lends one of its channels while it dispatches.
+pub struct TopicView<'a> {
+    pub topic_id: u64,
+    pub handed_over: u64,
+    pub log_start: u64,
+    pub cache: &'a MessageCache,
+    /// Whether the log is on disk (what the cache lacks can be read back).
+    pub durable: bool,
+}
+
 #[derive(Debug)]
 pub struct Topic {
     /// Storage id (durable) or a node-local id (ephemeral).
-    pub id: u64,
-    pub name: String,
-    pub ephemeral: bool,
-    pub paused: bool,
+    id: u64,
+    name: String,
+    ephemeral: bool,
+    paused: bool,
     /// One past the last committed (durable) or accepted (ephemeral) offset.
-    pub next_offset: u64,
+    next_offset: u64,
     /// Offsets below this are visible to channels.
-    pub handed_over: u64,
+    handed_over: u64,
     /// The lowest offset that can still be read.
-    pub log_start: u64,
-    pub cache: MessageCache,
-    pub channels: BTreeMap<String, Channel>,
-    pub message_count: u64,
-    pub message_bytes: u64,
+    log_start: u64,
+    cache: MessageCache,
+    channels: BTreeMap<String, Channel>,
+    message_count: u64,
+    message_bytes: u64,
 }
 
 impl Topic {
@@ -123,9 +135,148 @@ impl Topic {
         }
     }
 
+    /// A durable topic as the store recorded it (no channels yet).
+    pub fn recovered(id: u64, meta: &TopicMeta, cache_capacity: usize) -> Self {
+        let mut topic = Topic::new(
+            id,
+            meta.name.clone(),
+            false,
+            meta.next_offset,
+            cache_capacity,
+        );
+        topic.paused = meta.paused;
+        topic.handed_over = meta.handed_over;
+        topic.log_start = meta.log_start;
+        topic
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    pub fn handed_over(&self) -> u64 {
+        self.handed_over
+    }
+
+    pub fn message_count(&self) -> u64 {
+        self.message_count
+    }
+
+    pub fn message_bytes(&self) -> u64 {
+        self.message_bytes
+    }
+
     /// Messages waiting in the topic itself (not yet handed to channels).
     pub fn depth(&self) -> u64 {
         self.next_offset - self.handed_over.max(self.log_start).min(self.next_offset)
+    }
+
+    /// Unread messages in `[from, handed_over)` still in the cache whose
+    /// delivery time is after `now_ms` (for `/stats`).
+    pub fn cached_deferred(&self, from: u64, now_ms: u64) -> u64 {
+        (from.max(self.log_start)..self.handed_over)
+            .filter_map(|offset| self.cache.get(offset))
+            .filter(|message| message.deliver_at_ms > now_ms)
+            .count() as u64
+    }
+
+    /// Unread messages of a channel whose cursor is `read_cursor`.
+    pub fn unread(&self, read_cursor: u64) -> u64 {
+        self.handed_over
+            .saturating_sub(read_cursor.max(self.log_start))
+    }
+
+    pub fn channels(&self) -> impl Iterator<Item = &Channel> {
+        self.channels.values()
+    }
+
+    pub fn channels_mut(&mut self) -> impl Iterator<Item = &mut Channel> {
+        self.channels.values_mut()
+    }
+
+    pub fn channel(&self, name: &str) -> Option<&Channel> {
+        self.channels.get(name)
+    }
+
+    pub fn channel_mut(&mut self, name: &str) -> Option<&mut Channel> {
+        self.channels.get_mut(name)
+    }
+
+    pub fn channel_by_id_mut(&mut self, id: u64) -> Option<&mut Channel> {
+        self.channels.values_mut().find(|c| c.id() == id)
+    }
+
+    pub fn has_channel(&self, name: &str) -> bool {
+        self.channels.contains_key(name)
+    }
+
+    pub fn has_channels(&self) -> bool {
+        !self.channels.is_empty()
+    }
+
+    /// Adds a channel unless one of its name exists. A memory-only topic
+    /// hands the new channel what arrives from now on (a durable topic's
+    /// hand-over point comes from the state machine, see
+    /// [`Topic::set_handed_over`]).
+    pub fn add_channel(&mut self, channel: Channel) -> &mut Channel {
+        if self.ephemeral && !self.paused {
+            self.handed_over = self.next_offset;
+        }
+        self.channels
+            .entry(channel.name().to_owned())
+            .or_insert(channel)
+    }
+
+    pub fn remove_channel(&mut self, name: &str) -> Option<Channel> {
+        self.channels.remove(name)
+    }
+
+    /// The channel and what it may read of this topic, borrowed together.
+    pub fn channel_and_view(&mut self, id: u64) -> Option<(&mut Channel, TopicView<'_>)> {
+        let view = TopicView {
+            topic_id: self.id,
+            handed_over: self.handed_over,
+            log_start: self.log_start,
+            cache: &self.cache,
+            durable: !self.ephemeral,
+        };
+        let channel = self.channels.values_mut().find(|c| c.id() == id)?;
+        Some((channel, view))
+    }
+
+    /// Pauses or resumes hand-over; `handed_over` is the new hand-over point
+    /// (the state machine's for a durable topic).
+    pub fn set_paused(&mut self, paused: bool, handed_over: u64) {
+        self.paused = paused;
+        self.set_handed_over(handed_over);
+    }
+
+    /// Where a memory-only topic's hand-over point goes when it is resumed.
+    pub fn resumed_hand_over(&self) -> u64 {
+        if self.channels.is_empty() {
+            self.handed_over
+        } else {
+            self.next_offset
+        }
+    }
+
+    /// Moves the hand-over point; it never goes back and never passes the head.
+    pub fn set_handed_over(&mut self, handed_over: u64) {
+        assert!(handed_over <= self.next_offset, "hand-over past head");
+        debug_assert!(handed_over >= self.handed_over, "hand-over went back");
+        self.handed_over = handed_over;
     }
 
     /// nsqd's `/topic/empty`: drops the messages waiting in the topic (at
@@ -138,7 +289,13 @@ impl Topic {
         self.cache.truncate(self.next_offset);
     }
 
-    /// Adds committed (or, for ephemeral topics, accepted) messages.
+    /// What `/topic/empty` leaves of a memory-only topic: `(next_offset, log_start)`.
+    pub fn emptied_in_memory(&self) -> (u64, u64) {
+        (self.handed_over, self.log_start)
+    }
+
+    /// Adds committed (durable) or accepted (memory-only) messages; their
+    /// offsets must continue the log without a hole.
     pub fn append(&mut self, messages: Vec<Arc<Message>>) {
         for message in messages {
             assert_eq!(
@@ -156,6 +313,11 @@ impl Topic {
                 self.handed_over = self.next_offset;
             }
         }
+    }
+
+    /// The offset the next accepted message gets (memory-only topics).
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
     }
 }
 

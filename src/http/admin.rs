@@ -1,5 +1,5 @@
 //! `POST /topic/pause`, `/topic/unpause`, `/topic/delete`, `/topic/empty`,
-//! and the same four for channels (reference §2.2, §2.3, §4.6).
+//! and the same four for channels (`docs/nsq-wire.md` §5.4, §4.6).
 //!
 //! As in nsqd, `/topic/pause|unpause|delete` do not check the topic name (an
 //! invalid name is simply not found), `/topic/empty` checks it as
@@ -15,6 +15,7 @@ use super::query::Params;
 use super::response::{HttpError, Reply, V1Result};
 use super::topology::{broker_error, topic_channel_params, topic_param};
 use super::HttpState;
+use crate::broker::{AdminAction, AdminTarget};
 
 /// `topic` as the `/topic/pause|unpause|delete` endpoints read it: present,
 /// not validated.
@@ -29,7 +30,7 @@ async fn set_topic_paused(state: &HttpState, query: Option<String>, paused: bool
     let topic = existing_topic_param(&params)?;
     state
         .broker
-        .pause_topic(topic, paused)
+        .admin(AdminTarget::Topic(topic), AdminAction::Pause(paused))
         .await
         .map_err(broker_error)?;
     Ok(Reply::Empty)
@@ -40,7 +41,10 @@ async fn set_channel_paused(state: &HttpState, query: Option<String>, paused: bo
     let (topic, channel) = topic_channel_params(&params)?;
     state
         .broker
-        .pause_channel(topic, channel, paused)
+        .admin(
+            AdminTarget::Channel(topic, channel),
+            AdminAction::Pause(paused),
+        )
         .await
         .map_err(broker_error)?;
     Ok(Reply::Empty)
@@ -71,7 +75,7 @@ pub async fn delete_topic(
     let topic = existing_topic_param(&params)?;
     state
         .broker
-        .delete_topic(topic)
+        .admin(AdminTarget::Topic(topic), AdminAction::Delete)
         .await
         .map_err(broker_error)?;
     Ok(Reply::Empty)
@@ -102,7 +106,7 @@ pub async fn delete_channel(
     let (topic, channel) = topic_channel_params(&params)?;
     state
         .broker
-        .delete_channel(topic, channel)
+        .admin(AdminTarget::Channel(topic, channel), AdminAction::Delete)
         .await
         .map_err(broker_error)?;
     Ok(Reply::Empty)
@@ -118,7 +122,7 @@ pub async fn empty_topic(
     let topic = topic_param(&params)?;
     state
         .broker
-        .empty_topic(topic)
+        .admin(AdminTarget::Topic(topic), AdminAction::Empty)
         .await
         .map_err(broker_error)?;
     Ok(Reply::Empty)
@@ -134,7 +138,7 @@ pub async fn empty_channel(
     let (topic, channel) = topic_channel_params(&params)?;
     state
         .broker
-        .empty_channel(topic, channel)
+        .admin(AdminTarget::Channel(topic, channel), AdminAction::Empty)
         .await
         .map_err(broker_error)?;
     Ok(Reply::Empty)

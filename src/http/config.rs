@@ -1,4 +1,4 @@
-//! `GET /config/:opt` and `PUT /config/:opt` (reference §2.2, §2.3).
+//! `GET /config/:opt` and `PUT /config/:opt` (`docs/nsq-wire.md` §5.5).
 //!
 //! GET reports a setting by its nsqd config-file name, as Go marshals it
 //! (durations in nanoseconds, the log level as 1–5, lists as arrays). PUT

@@ -1,4 +1,4 @@
-//! `GET /ping` and `GET /info` (reference §2.2, §2.4).
+//! `GET /ping` and `GET /info` (`docs/nsq-wire.md` §5.6).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,7 +79,7 @@ pub fn hostname() -> String {
 /// `GET /ping`: plain `OK` (no V1 header), or 500 once a write or fsync has
 /// failed (the node refuses writes from then on) or while shutting down.
 pub async fn ping(State(state): State<Arc<HttpState>>) -> Response {
-    if let Some(error) = state.broker.committer().failure() {
+    if let Some(error) = state.broker.log().failure() {
         return plain_text(StatusCode::INTERNAL_SERVER_ERROR, format!("NOK - {error}"));
     }
     if state.broker.is_exiting() {

@@ -1,4 +1,4 @@
-//! nsqd's HTTP API (reference §2) on its own listener (`--http-address`).
+//! nsqd's HTTP API (`docs/nsq-wire.md` §5) on its own listener (`--http-address`).
 //!
 //! - [`response`]: the V1 response and error shapes and headers;
 //! - [`query`]: query-string parameters, read as nsqd reads them;

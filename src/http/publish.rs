@@ -1,4 +1,4 @@
-//! `POST /pub` and `POST /mpub` (reference §2.3), in nsqd's order of
+//! `POST /pub` and `POST /mpub` (`docs/nsq-wire.md` §5.3), in nsqd's order of
 //! checks. Both answer `OK` only once the messages are fsynced: they go
 //! through [`Broker::publish`](crate::broker::Broker::publish).
 

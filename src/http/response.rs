@@ -1,4 +1,4 @@
-//! nsqd's HTTP response shapes (reference §2.1).
+//! nsqd's HTTP response shapes (`docs/nsq-wire.md` §5.1).
 //!
 //! Every response but `/ping` carries `X-NSQ-Content-Type: nsq; version=1.0`.
 //! A string result is written raw as `text/plain`, an empty result is an

@@ -1,4 +1,4 @@
-//! `GET /stats` (reference §2.5): nsqd's JSON document (`format=json`) or
+//! `GET /stats` (`docs/nsq-wire.md` §5.7): nsqd's JSON document (`format=json`) or
 //! its text layout, with the `topic`, `channel`, `include_clients` and
 //! `include_mem` parameters.
 //!
@@ -305,7 +305,7 @@ fn render(state: &HttpState, query: Option<&str>) -> Result<Response, super::res
         include_clients,
     };
     let snapshot = state.broker.stats(&filter);
-    let health = match state.broker.committer().failure() {
+    let health = match state.broker.log().failure() {
         Some(error) => format!("NOK - {error}"),
         None => "OK".to_owned(),
     };
@@ -392,7 +392,7 @@ fn client_line(client: &ClientSnapshot, now: u64) -> String {
     )
 }
 
-/// nsqd's human-readable layout (reference §2.5).
+/// nsqd's human-readable layout (`docs/nsq-wire.md` §5.7).
 fn text_stats(
     state: &HttpState,
     health: &str,

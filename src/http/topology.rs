@@ -46,7 +46,10 @@ pub fn broker_error(error: BrokerError) -> HttpError {
         BrokerError::Exiting => HttpError::exiting(),
         BrokerError::TopicNotFound => HttpError::not_found("TOPIC_NOT_FOUND"),
         BrokerError::ChannelNotFound => HttpError::not_found("CHANNEL_NOT_FOUND"),
-        BrokerError::Storage(_) | BrokerError::Rejected(_) => {
+        BrokerError::Storage(_)
+        | BrokerError::Rejected(_)
+        | BrokerError::DeletedWhileSubscribing
+        | BrokerError::TooManyConsumers { .. } => {
             tracing::warn!(%error, "HTTP request failed");
             HttpError::internal()
         }

@@ -1,4 +1,4 @@
-//! nsqlookupd's HTTP API (reference §3.4), with nsqd's V1 response shapes
+//! nsqlookupd's HTTP API (`docs/nsq-wire.md` §6.4), with nsqd's V1 response shapes
 //! (shared with [`crate::http::response`]): `/ping`, `/info`, `/lookup`,
 //! `/topics`, `/channels`, `/nodes`, `/debug`, and the registry edits
 //! `/topic/create|delete|tombstone` and `/channel/create|delete`.

@@ -1,4 +1,4 @@
-//! `ledgerq lookupd`: discovery compatible with nsqlookupd (reference §3).
+//! `ledgerq lookupd`: discovery compatible with nsqlookupd (`docs/nsq-wire.md` §6).
 //!
 //! Nodes (`ledgerq serve`, or a stock nsqd) connect over TCP, IDENTIFY and
 //! REGISTER their topics and channels; consumers ask over HTTP where a

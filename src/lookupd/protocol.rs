@@ -1,4 +1,4 @@
-//! nsqlookupd's TCP protocol "V1" (reference §3.1), as pure parsing: bytes
+//! nsqlookupd's TCP protocol "V1" (`docs/nsq-wire.md` §6.1), as pure parsing: bytes
 //! in, requests out, and nsqlookupd's error texts. Every error is fatal: the
 //! server answers it and closes the connection.
 //!

@@ -1,4 +1,4 @@
-//! The registry of a lookupd (reference §3.3): which nsqd-like nodes
+//! The registry of a lookupd (`docs/nsq-wire.md` §6.2): which nsqd-like nodes
 //! (producers) hold which topics and channels. Pure data: no sockets and no
 //! clock — every time is passed in as nanoseconds since the Unix epoch — so
 //! it is tested without a network.
@@ -9,6 +9,7 @@
 //! a node disconnects). A producer in a topic registration may carry a
 //! tombstone, which hides it from `/lookup` for the tombstone lifetime.
 
+use crate::protocol::names::is_ephemeral;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
@@ -331,10 +332,6 @@ impl Registry {
             .cloned()
             .collect()
     }
-}
-
-fn is_ephemeral(name: &str) -> bool {
-    crate::protocol::names::is_ephemeral(name)
 }
 
 fn is_active(peer: &PeerInfo, now_ns: i64, timeout_ns: i64) -> bool {

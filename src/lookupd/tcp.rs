@@ -1,4 +1,4 @@
-//! One node's TCP connection to the lookupd (protocol V1, reference §3.1),
+//! One node's TCP connection to the lookupd (protocol V1, `docs/nsq-wire.md` §6.1),
 //! top to bottom: magic, then commands answered in order; every error is
 //! answered and closes the connection; on close the node leaves every
 //! registration it had.

@@ -12,7 +12,7 @@ use bytes::{Buf, BytesMut};
 use tokio_util::codec::Decoder;
 
 use super::body::{body_read_failure, check_body_size, size_read_failure, Body};
-use super::command::{build, check_params, parse_line, Command, Line, Verb};
+use super::command::{build, check_params, parse_line, ClientCommand, Line, Verb};
 use super::error::ProtocolError;
 use super::limits::Limits;
 use super::mpub::{read_i32, MpubScanner};
@@ -70,7 +70,7 @@ enum Stage {
 enum Progress {
     Wait(Stage),
     Continue(Stage),
-    Done(Command),
+    Done(ClientCommand),
 }
 
 /// Decoder of client commands; `G` carries the connection's state checks.
@@ -232,10 +232,10 @@ fn reserve_for(src: &mut BytesMut, needed_bytes: usize) {
 }
 
 impl<G: CommandGate> Decoder for CommandCodec<G> {
-    type Item = Command;
+    type Item = ClientCommand;
     type Error = ProtocolError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Command>, ProtocolError> {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<ClientCommand>, ProtocolError> {
         loop {
             let stage = mem::replace(&mut self.stage, idle());
             match self.step(stage, src)? {
@@ -250,7 +250,7 @@ impl<G: CommandGate> Decoder for CommandCodec<G> {
         }
     }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Command>, ProtocolError> {
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<ClientCommand>, ProtocolError> {
         if let Some(command) = self.decode(src)? {
             return Ok(Some(command));
         }
@@ -267,7 +267,7 @@ mod tests {
 
     use super::*;
 
-    type Outcome = Result<Command, String>;
+    type Outcome = Result<ClientCommand, String>;
 
     /// Feed `input` in chunks of `chunk_bytes`, then signal EOF; stop at the first error.
     fn run_chunked<G: CommandGate>(
@@ -339,10 +339,11 @@ mod tests {
         body
     }
 
+    /// The client PUB bytes of `docs/nsq-wire.md` §2.3.
     #[test]
     fn decodes_the_reference_pub_example() {
         let input = b"PUB test\n\x00\x00\x00\x05hello";
-        let expected = Command::Pub {
+        let expected = ClientCommand::Pub {
             topic: "test".into(),
             body: Bytes::from("hello"),
         };
@@ -357,14 +358,14 @@ mod tests {
         input.extend_from_slice(b"CLS\n");
         let outcomes = run(&input);
         let expected = vec![
-            Ok(Command::Nop),
-            Ok(Command::Rdy { count: 10 }),
-            Ok(Command::Identify(Bytes::from("{}"))),
-            Ok(Command::Mpub {
+            Ok(ClientCommand::Nop),
+            Ok(ClientCommand::Rdy { count: 10 }),
+            Ok(ClientCommand::Identify(Bytes::from("{}"))),
+            Ok(ClientCommand::Mpub {
                 topic: "t".into(),
                 bodies: vec![Bytes::from("a"), Bytes::from("bc")],
             }),
-            Ok(Command::Cls),
+            Ok(ClientCommand::Cls),
         ];
         assert_eq!(outcomes, expected);
     }
@@ -380,7 +381,7 @@ mod tests {
         let mut fits = b"NOP ".to_vec();
         fits.resize(MAX_LINE_LENGTH_BYTES - 1, b'x');
         fits.push(b'\n');
-        assert_eq!(run(&fits), vec![Ok(Command::Nop)]);
+        assert_eq!(run(&fits), vec![Ok(ClientCommand::Nop)]);
 
         let too_long = vec![b'x'; MAX_LINE_LENGTH_BYTES];
         let mut codec = CommandCodec::new(Limits::default());
@@ -669,7 +670,7 @@ mod tests {
         };
         assert_eq!(
             gated(closing, b"RDY nonsense\nNOP\n"),
-            vec![Ok(Command::Nop)]
+            vec![Ok(ClientCommand::Nop)]
         );
     }
 

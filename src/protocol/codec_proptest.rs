@@ -7,11 +7,11 @@ use proptest::prelude::*;
 use tokio_util::codec::Decoder;
 
 use super::codec::CommandCodec;
-use super::command::Command;
+use super::command::ClientCommand;
 use super::limits::Limits;
 
 /// Feed `input` split at `cuts`; stop at the first error; end with EOF.
-fn decode_chunked(input: &[u8], cuts: &[usize]) -> (Vec<Command>, Option<String>) {
+fn decode_chunked(input: &[u8], cuts: &[usize]) -> (Vec<ClientCommand>, Option<String>) {
     let mut codec = CommandCodec::new(small_limits());
     let mut buf = BytesMut::new();
     let mut commands = Vec::new();
@@ -62,24 +62,27 @@ fn id() -> impl Strategy<Value = [u8; 16]> {
     })
 }
 
-fn command() -> impl Strategy<Value = Command> {
+fn command() -> impl Strategy<Value = ClientCommand> {
     prop_oneof![
-        body().prop_map(Command::Identify),
-        body().prop_map(Command::Auth),
-        (name(), name()).prop_map(|(topic, channel)| Command::Sub { topic, channel }),
-        (name(), body()).prop_map(|(topic, body)| Command::Pub { topic, body }),
-        (name(), vec(body(), 1..5)).prop_map(|(topic, bodies)| Command::Mpub { topic, bodies }),
-        (name(), 0..=3_600_000u64, body()).prop_map(|(topic, defer_ms, body)| Command::Dpub {
-            topic,
-            defer_ms,
-            body
+        body().prop_map(ClientCommand::Identify),
+        body().prop_map(ClientCommand::Auth),
+        (name(), name()).prop_map(|(topic, channel)| ClientCommand::Sub { topic, channel }),
+        (name(), body()).prop_map(|(topic, body)| ClientCommand::Pub { topic, body }),
+        (name(), vec(body(), 1..5))
+            .prop_map(|(topic, bodies)| ClientCommand::Mpub { topic, bodies }),
+        (name(), 0..=3_600_000u64, body()).prop_map(|(topic, defer_ms, body)| {
+            ClientCommand::Dpub {
+                topic,
+                defer_ms,
+                body,
+            }
         }),
-        (0..=2500u64).prop_map(|count| Command::Rdy { count }),
-        id().prop_map(|id| Command::Fin { id }),
-        (id(), any::<u64>()).prop_map(|(id, timeout_ms)| Command::Req { id, timeout_ms }),
-        id().prop_map(|id| Command::Touch { id }),
-        Just(Command::Cls),
-        Just(Command::Nop),
+        (0..=2500u64).prop_map(|count| ClientCommand::Rdy { count }),
+        id().prop_map(|id| ClientCommand::Fin { id }),
+        (id(), any::<u64>()).prop_map(|(id, timeout_ms)| ClientCommand::Req { id, timeout_ms }),
+        id().prop_map(|id| ClientCommand::Touch { id }),
+        Just(ClientCommand::Cls),
+        Just(ClientCommand::Nop),
     ]
 }
 

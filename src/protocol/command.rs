@@ -149,7 +149,7 @@ pub fn parse_line(line: &[u8]) -> Result<Line, ProtocolError> {
 ///
 /// Each variant documents nsqd's order of checks; "state" checks belong to the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub enum ClientCommand {
     /// Order: state → body size (too big, then `<= 0`) → body read → JSON (identify.rs).
     /// Parameters are ignored.
     Identify(Bytes),
@@ -189,22 +189,22 @@ pub enum Command {
     Nop,
 }
 
-impl Command {
+impl ClientCommand {
     /// The command word.
     pub fn verb(&self) -> Verb {
         match self {
-            Command::Identify(_) => Verb::Identify,
-            Command::Auth(_) => Verb::Auth,
-            Command::Sub { .. } => Verb::Sub,
-            Command::Pub { .. } => Verb::Pub,
-            Command::Mpub { .. } => Verb::Mpub,
-            Command::Dpub { .. } => Verb::Dpub,
-            Command::Rdy { .. } => Verb::Rdy,
-            Command::Fin { .. } => Verb::Fin,
-            Command::Req { .. } => Verb::Req,
-            Command::Touch { .. } => Verb::Touch,
-            Command::Cls => Verb::Cls,
-            Command::Nop => Verb::Nop,
+            ClientCommand::Identify(_) => Verb::Identify,
+            ClientCommand::Auth(_) => Verb::Auth,
+            ClientCommand::Sub { .. } => Verb::Sub,
+            ClientCommand::Pub { .. } => Verb::Pub,
+            ClientCommand::Mpub { .. } => Verb::Mpub,
+            ClientCommand::Dpub { .. } => Verb::Dpub,
+            ClientCommand::Rdy { .. } => Verb::Rdy,
+            ClientCommand::Fin { .. } => Verb::Fin,
+            ClientCommand::Req { .. } => Verb::Req,
+            ClientCommand::Touch { .. } => Verb::Touch,
+            ClientCommand::Cls => Verb::Cls,
+            ClientCommand::Nop => Verb::Nop,
         }
     }
 
@@ -216,24 +216,28 @@ impl Command {
     /// Append this command in client wire format (used by tests and client code).
     pub fn encode(&self, buf: &mut BytesMut) {
         match self {
-            Command::Identify(body) => encode_with_body(buf, "IDENTIFY", body),
-            Command::Auth(body) => encode_with_body(buf, "AUTH", body),
-            Command::Sub { topic, channel } => put_line(buf, &format!("SUB {topic} {channel}")),
-            Command::Pub { topic, body } => encode_with_body(buf, &format!("PUB {topic}"), body),
-            Command::Mpub { topic, bodies } => encode_mpub(buf, topic, bodies),
-            Command::Dpub {
+            ClientCommand::Identify(body) => encode_with_body(buf, "IDENTIFY", body),
+            ClientCommand::Auth(body) => encode_with_body(buf, "AUTH", body),
+            ClientCommand::Sub { topic, channel } => {
+                put_line(buf, &format!("SUB {topic} {channel}"))
+            }
+            ClientCommand::Pub { topic, body } => {
+                encode_with_body(buf, &format!("PUB {topic}"), body)
+            }
+            ClientCommand::Mpub { topic, bodies } => encode_mpub(buf, topic, bodies),
+            ClientCommand::Dpub {
                 topic,
                 defer_ms,
                 body,
             } => encode_with_body(buf, &format!("DPUB {topic} {defer_ms}"), body),
-            Command::Rdy { count } => put_line(buf, &format!("RDY {count}")),
-            Command::Fin { id } => put_id_line(buf, "FIN", id, ""),
-            Command::Req { id, timeout_ms } => {
+            ClientCommand::Rdy { count } => put_line(buf, &format!("RDY {count}")),
+            ClientCommand::Fin { id } => put_id_line(buf, "FIN", id, ""),
+            ClientCommand::Req { id, timeout_ms } => {
                 put_id_line(buf, "REQ", id, &format!(" {timeout_ms}"))
             }
-            Command::Touch { id } => put_id_line(buf, "TOUCH", id, ""),
-            Command::Cls => put_line(buf, "CLS"),
-            Command::Nop => put_line(buf, "NOP"),
+            ClientCommand::Touch { id } => put_id_line(buf, "TOUCH", id, ""),
+            ClientCommand::Cls => put_line(buf, "CLS"),
+            ClientCommand::Nop => put_line(buf, "NOP"),
         }
     }
 }
@@ -288,50 +292,58 @@ pub fn check_params(line: &Line, limits: &Limits) -> Result<(), ProtocolError> {
 /// Validate `line` and combine it with its body (required for body commands) into a command.
 ///
 /// For MPUB, `Body::Single` holds the raw body after the total-size prefix and is split here.
-pub fn build(line: Line, body: Option<Body>, limits: &Limits) -> Result<Command, ProtocolError> {
+pub fn build(
+    line: Line,
+    body: Option<Body>,
+    limits: &Limits,
+) -> Result<ClientCommand, ProtocolError> {
     let verb = line.verb;
     let command = match verb {
-        Verb::Identify => Command::Identify(single_body(verb, body)?),
+        Verb::Identify => ClientCommand::Identify(single_body(verb, body)?),
         Verb::Auth => {
             auth_params(&line)?;
-            Command::Auth(single_body(verb, body)?)
+            ClientCommand::Auth(single_body(verb, body)?)
         }
         Verb::Sub => {
             let (topic, channel) = sub_params(&line)?;
-            Command::Sub { topic, channel }
+            ClientCommand::Sub { topic, channel }
         }
-        Verb::Pub => Command::Pub {
+        Verb::Pub => ClientCommand::Pub {
             topic: topic_param(&line)?,
             body: single_body(verb, body)?,
         },
-        Verb::Mpub => Command::Mpub {
+        Verb::Mpub => ClientCommand::Mpub {
             topic: topic_param(&line)?,
             bodies: multi_body(body, limits)?,
         },
         Verb::Dpub => build_dpub(&line, body, limits)?,
-        Verb::Rdy => Command::Rdy {
+        Verb::Rdy => ClientCommand::Rdy {
             count: rdy_count(&line, limits)?,
         },
-        Verb::Fin => Command::Fin {
+        Verb::Fin => ClientCommand::Fin {
             id: id_param(&line)?,
         },
         Verb::Req => {
             let (id, timeout_ms) = req_params(&line)?;
-            Command::Req { id, timeout_ms }
+            ClientCommand::Req { id, timeout_ms }
         }
-        Verb::Touch => Command::Touch {
+        Verb::Touch => ClientCommand::Touch {
             id: id_param(&line)?,
         },
-        Verb::Cls => Command::Cls,
-        Verb::Nop => Command::Nop,
+        Verb::Cls => ClientCommand::Cls,
+        Verb::Nop => ClientCommand::Nop,
     };
     Ok(command)
 }
 
-fn build_dpub(line: &Line, body: Option<Body>, limits: &Limits) -> Result<Command, ProtocolError> {
+fn build_dpub(
+    line: &Line,
+    body: Option<Body>,
+    limits: &Limits,
+) -> Result<ClientCommand, ProtocolError> {
     let (topic, defer_ms) = dpub_params(line, limits)?;
     let body = single_body(Verb::Dpub, body)?;
-    Ok(Command::Dpub {
+    Ok(ClientCommand::Dpub {
         topic,
         defer_ms,
         body,
@@ -473,13 +485,13 @@ mod tests {
 
     const ID: &[u8; 16] = b"0123456789abcdef";
 
-    fn parse(line: &str) -> Result<Command, String> {
+    fn parse(line: &str) -> Result<ClientCommand, String> {
         let limits = Limits::default();
         let line = parse_line(line.as_bytes()).map_err(|err| err.frame_body())?;
         build(line, None, &limits).map_err(|err| err.frame_body())
     }
 
-    fn parse_with_body(line: &str, body: &[u8]) -> Result<Command, String> {
+    fn parse_with_body(line: &str, body: &[u8]) -> Result<ClientCommand, String> {
         let limits = Limits::default();
         let line = parse_line(line.as_bytes()).map_err(|err| err.frame_body())?;
         check_params(&line, &limits).map_err(|err| err.frame_body())?;
@@ -487,7 +499,7 @@ mod tests {
         build(line, body, &limits).map_err(|err| err.frame_body())
     }
 
-    fn err(text: &str) -> Result<Command, String> {
+    fn err(text: &str) -> Result<ClientCommand, String> {
         Err(text.to_owned())
     }
 
@@ -514,15 +526,15 @@ mod tests {
 
     #[test]
     fn simple_commands() {
-        assert_eq!(parse("NOP"), Ok(Command::Nop));
-        assert_eq!(parse("NOP x"), Ok(Command::Nop));
-        assert_eq!(parse("CLS"), Ok(Command::Cls));
-        assert_eq!(Command::Cls.name(), "CLS");
+        assert_eq!(parse("NOP"), Ok(ClientCommand::Nop));
+        assert_eq!(parse("NOP x"), Ok(ClientCommand::Nop));
+        assert_eq!(parse("CLS"), Ok(ClientCommand::Cls));
+        assert_eq!(ClientCommand::Cls.name(), "CLS");
     }
 
     #[test]
     fn sub_parses_and_validates_in_order() {
-        let sub = Command::Sub {
+        let sub = ClientCommand::Sub {
             topic: "t#ephemeral".into(),
             channel: "c".into(),
         };
@@ -546,7 +558,7 @@ mod tests {
 
     #[test]
     fn pub_params_and_body() {
-        let expected = Command::Pub {
+        let expected = ClientCommand::Pub {
             topic: "t".into(),
             body: Bytes::from("hi"),
         };
@@ -570,7 +582,7 @@ mod tests {
         let missing = "E_INVALID MPUB insufficient number of parameters";
         assert_eq!(parse("MPUB"), err(missing));
         let body = b"\x00\x00\x00\x01\x00\x00\x00\x02hi";
-        let expected = Command::Mpub {
+        let expected = ClientCommand::Mpub {
             topic: "t".into(),
             bodies: vec![Bytes::from("hi")],
         };
@@ -579,7 +591,7 @@ mod tests {
 
     #[test]
     fn dpub_params() {
-        let expected = Command::Dpub {
+        let expected = ClientCommand::Dpub {
             topic: "t".into(),
             defer_ms: 3_600_000,
             body: Bytes::from("x"),
@@ -609,9 +621,9 @@ mod tests {
 
     #[test]
     fn rdy_count_rules() {
-        assert_eq!(parse("RDY"), Ok(Command::Rdy { count: 1 }));
-        assert_eq!(parse("RDY "), Ok(Command::Rdy { count: 0 }));
-        assert_eq!(parse("RDY 2500"), Ok(Command::Rdy { count: 2500 }));
+        assert_eq!(parse("RDY"), Ok(ClientCommand::Rdy { count: 1 }));
+        assert_eq!(parse("RDY "), Ok(ClientCommand::Rdy { count: 0 }));
+        assert_eq!(parse("RDY 2500"), Ok(ClientCommand::Rdy { count: 2500 }));
         assert_eq!(
             parse("RDY 2501"),
             err("E_INVALID RDY count 2501 out of range 0-2500")
@@ -620,18 +632,21 @@ mod tests {
             parse("RDY +1"),
             err("E_INVALID RDY could not parse count +1")
         );
-        assert_eq!(parse("RDY 1 2"), Ok(Command::Rdy { count: 1 }));
-        assert_eq!(parse("RDY  1"), Ok(Command::Rdy { count: 0 }));
+        assert_eq!(parse("RDY 1 2"), Ok(ClientCommand::Rdy { count: 1 }));
+        assert_eq!(parse("RDY  1"), Ok(ClientCommand::Rdy { count: 0 }));
     }
 
     #[test]
     fn fin_touch_req() {
-        assert_eq!(parse("FIN 0123456789abcdef"), Ok(Command::Fin { id: *ID }));
+        assert_eq!(
+            parse("FIN 0123456789abcdef"),
+            Ok(ClientCommand::Fin { id: *ID })
+        );
         assert_eq!(
             parse("TOUCH 0123456789abcdef"),
-            Ok(Command::Touch { id: *ID })
+            Ok(ClientCommand::Touch { id: *ID })
         );
-        let req = Command::Req {
+        let req = ClientCommand::Req {
             id: *ID,
             timeout_ms: 99_999_999,
         };
@@ -663,14 +678,14 @@ mod tests {
     #[test]
     fn message_id_content_is_not_validated() {
         let id = *b"~~~~~~~~~~~~~~~~";
-        assert_eq!(parse("FIN ~~~~~~~~~~~~~~~~"), Ok(Command::Fin { id }));
+        assert_eq!(parse("FIN ~~~~~~~~~~~~~~~~"), Ok(ClientCommand::Fin { id }));
     }
 
     #[test]
     fn auth_and_identify() {
         assert_eq!(
             parse_with_body("AUTH", b"s"),
-            Ok(Command::Auth(Bytes::from("s")))
+            Ok(ClientCommand::Auth(Bytes::from("s")))
         );
         assert_eq!(
             parse_with_body("AUTH x", b"s"),
@@ -678,7 +693,7 @@ mod tests {
         );
         assert_eq!(
             parse_with_body("IDENTIFY ignored", b"{}"),
-            Ok(Command::Identify(Bytes::from("{}")))
+            Ok(ClientCommand::Identify(Bytes::from("{}")))
         );
     }
 
@@ -696,14 +711,14 @@ mod tests {
     #[test]
     fn encode_round_trips_through_the_line_parser() {
         let mut buf = BytesMut::new();
-        Command::Req {
+        ClientCommand::Req {
             id: *ID,
             timeout_ms: 5,
         }
         .encode(&mut buf);
         assert_eq!(&buf[..], b"REQ 0123456789abcdef 5\n");
         buf.clear();
-        let mpub = Command::Mpub {
+        let mpub = ClientCommand::Mpub {
             topic: "t".into(),
             bodies: vec![Bytes::from("a"), Bytes::from("bc")],
         };

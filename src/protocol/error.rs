@@ -7,6 +7,9 @@
 
 use std::fmt;
 
+use crate::broker::channel::InFlightError;
+use crate::broker::BrokerError;
+
 /// Error code for a wrong protocol magic; its frame body is the code alone.
 pub const E_BAD_PROTOCOL: &str = "E_BAD_PROTOCOL";
 /// Error code for bad state, bad parameters and unknown commands.
@@ -102,6 +105,56 @@ impl ProtocolError {
     }
 }
 
+/// The failures of broker requests, in nsqd's words.
+impl ProtocolError {
+    /// Fatal `E_INVALID` for a command the connection's state forbids.
+    pub fn wrong_state(verb: &str) -> Self {
+        Self::invalid(format!("cannot {verb} in current state"))
+    }
+
+    /// Fatal `E_INVALID`: SUB needs heartbeats.
+    pub fn sub_without_heartbeats() -> Self {
+        Self::invalid("cannot SUB with heartbeats disabled")
+    }
+
+    /// Fatal `E_SUB_FAILED`.
+    pub fn sub_failed(topic: &str, channel: &str, error: &BrokerError) -> Self {
+        let reason = match error {
+            BrokerError::DeletedWhileSubscribing => "to deleted topic/channel".to_owned(),
+            BrokerError::TooManyConsumers { limit } => {
+                format!("consumers for {topic}:{channel} exceeds limit of {limit}")
+            }
+            other => other.to_string(),
+        };
+        Self::fatal("E_SUB_FAILED", format!("SUB failed {reason}"))
+    }
+
+    /// Fatal `E_PUB_FAILED`, `E_MPUB_FAILED` or `E_DPUB_FAILED`.
+    pub fn publish_failed(verb: &str, error: &BrokerError) -> Self {
+        let code = match verb {
+            "MPUB" => "E_MPUB_FAILED",
+            "DPUB" => "E_DPUB_FAILED",
+            _ => "E_PUB_FAILED",
+        };
+        Self::fatal(code, format!("{verb} failed {error}"))
+    }
+
+    /// Non-fatal `E_FIN_FAILED`, `E_REQ_FAILED` or `E_TOUCH_FAILED`.
+    pub fn in_flight_failed(verb: &str, id: &[u8; 16], error: InFlightError) -> Self {
+        let code = match verb {
+            "FIN" => "E_FIN_FAILED",
+            "REQ" => "E_REQ_FAILED",
+            _ => "E_TOUCH_FAILED",
+        };
+        let reason = match error {
+            InFlightError::NotInFlight => "ID not in flight",
+            InFlightError::NotOwner => "client does not own message",
+        };
+        let id = String::from_utf8_lossy(id);
+        Self::non_fatal(code, format!("{verb} {id} failed {reason}"))
+    }
+}
+
 impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.frame_body())
@@ -167,5 +220,30 @@ mod tests {
         assert_eq!(ProtocolError::bad_channel("x").code, "E_BAD_CHANNEL");
         assert_eq!(ProtocolError::bad_message("x").code, "E_BAD_MESSAGE");
         assert_eq!(ProtocolError::bad_topic("x").code, "E_BAD_TOPIC");
+    }
+
+    #[test]
+    fn broker_failures_read_as_nsqd_writes_them() {
+        let error =
+            ProtocolError::sub_failed("t", "c", &BrokerError::TooManyConsumers { limit: 2 });
+        assert_eq!(
+            error.frame_body(),
+            "E_SUB_FAILED SUB failed consumers for t:c exceeds limit of 2"
+        );
+        let error = ProtocolError::sub_failed("t", "c", &BrokerError::DeletedWhileSubscribing);
+        assert_eq!(
+            error.frame_body(),
+            "E_SUB_FAILED SUB failed to deleted topic/channel"
+        );
+        let error = ProtocolError::publish_failed("MPUB", &BrokerError::Exiting);
+        assert_eq!(error.frame_body(), "E_MPUB_FAILED MPUB failed exiting");
+        assert!(error.fatal);
+        let id = b"0001000000000002";
+        let error = ProtocolError::in_flight_failed("REQ", id, InFlightError::NotOwner);
+        assert_eq!(
+            error.frame_body(),
+            "E_REQ_FAILED REQ 0001000000000002 failed client does not own message"
+        );
+        assert!(!error.fatal);
     }
 }

@@ -10,7 +10,7 @@
 //! * [`limits`]: the size/range limits parsing enforces.
 //!
 //! Error texts and the order of checks follow nsqd 1.3.0 (see
-//! `docs/nsq-wire-reference.md` §1).
+//! `docs/nsq-wire.md` §2 and §3).
 
 pub mod body;
 pub mod codec;
@@ -28,7 +28,7 @@ mod codec_proptest;
 
 pub use body::Body;
 pub use codec::{Admission, CommandCodec, CommandGate, OpenGate, MAGIC_V2, MAX_LINE_LENGTH_BYTES};
-pub use command::{build, check_params, parse_line, Command, Line, Verb};
+pub use command::{build, check_params, parse_line, ClientCommand, Line, Verb};
 pub use error::ProtocolError;
 pub use frame::{
     decode_frame, encode_error, encode_message, encode_response, message_id_hex, parse_message_id,

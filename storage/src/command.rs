@@ -107,7 +107,7 @@ pub enum Urgency {
 }
 
 /// What applying a command did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     TopicCreated {
         topic: TopicId,

@@ -1,49 +1,32 @@
-//! The `GroupCommitter`: one thread that owns the [`StateMachine`] and is the
-//! only writer of the store.
+//! The `GroupCommitter`: the single-node [`CommandLog`]. One thread owns the
+//! [`StateMachine`] and is the only writer of the store.
 //!
 //! Commands arrive from every connection and topic. The thread takes all that
 //! are queued, applies them in arrival order into one batch, writes it with
-//! one WAL fsync, and only then calls each command's completion, in order.
+//! one WAL fsync, and only then sends each command's [`LogEvent`], in order.
+//! It never waits for anybody but the disk: sending an event does not block.
 //! While a batch syncs, the next one fills in the queue. When idle, a lone
 //! command is committed at once; a batch of only [`Urgency::Lazy`] commands
 //! waits up to `lazy_interval` to share its fsync.
 //!
 //! After a failed write or fsync the committer is poisoned: that batch and
-//! every later command are answered with [`CommitError::Storage`]; the node
+//! every later command are refused with [`CommitError::Storage`]; the node
 //! never carries on as if the write had happened.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::command::{Command, Outcome, Urgency};
+use crate::command::{Command, Urgency};
 use crate::error::{CommitError, StorageError};
+use crate::log::{
+    AppliedEntry, BatchReport, CommandLog, CommitObserver, CommitStats, LogEvent, LogEvents, Ticket,
+};
 use crate::state::StateMachine;
-use crate::store::{CommitTimings, Store};
-
-/// Called once per command, on the committer thread, after its batch is
-/// durable (or failed). Completions run in commit order; they must not block.
-pub type Completion = Box<dyn FnOnce(Result<Outcome, CommitError>) + Send>;
-
-/// What one committed batch cost, as told to a [`CommitObserver`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchReport {
-    pub commands: usize,
-    /// The size of the RocksDB write batch (what went into the WAL).
-    pub size_bytes: u64,
-    pub timings: CommitTimings,
-    /// [`StateMachine::applied_index`] after the batch.
-    pub applied_index: u64,
-}
-
-/// Told about every batch that became durable, on the committer thread,
-/// before the batch's completions run. Must be quick and must not block.
-pub trait CommitObserver: Send + Sync {
-    fn batch_committed(&self, report: &BatchReport);
-}
+use crate::store::Store;
 
 #[derive(Clone)]
 pub struct CommitOptions {
@@ -77,40 +60,39 @@ impl Default for CommitOptions {
     }
 }
 
-/// Counters of the committer's work, readable from any thread.
-#[derive(Debug, Default)]
-pub struct CommitStats {
-    pub batches_total: AtomicU64,
-    pub commands_total: AtomicU64,
-    pub bytes_total: AtomicU64,
-    pub sync_micros_total: AtomicU64,
-    pub last_sync_micros: AtomicU64,
-    /// [`StateMachine::applied_index`] after the last durable batch.
-    pub applied_index: AtomicU64,
-}
-
 struct Pending {
     command: Command,
     urgency: Urgency,
+    ticket: Ticket,
     queued_at: Instant,
-    done: Completion,
 }
 
-enum Message {
+enum Input {
     Command(Pending),
     Shutdown,
 }
 
 pub struct GroupCommitter {
-    sender: mpsc::Sender<Message>,
+    /// `None` once shut down: nothing enters the queue after the
+    /// [`Input::Shutdown`] marker, so everything before it is answered.
+    input: Mutex<Option<mpsc::Sender<Input>>>,
+    /// For refusing proposals that arrive after shutdown.
+    events: mpsc::Sender<LogEvent>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<CommitStats>,
     failure: Arc<Mutex<Option<StorageError>>>,
 }
 
 impl GroupCommitter {
-    pub fn start(store: Arc<Store>, state: StateMachine, options: CommitOptions) -> Self {
-        let (sender, receiver) = mpsc::channel();
+    /// Starts the committer thread; the events of every proposal arrive on
+    /// the returned stream, in commit order.
+    pub fn start(
+        store: Arc<Store>,
+        state: StateMachine,
+        options: CommitOptions,
+    ) -> (Self, LogEvents) {
+        let (input, receiver) = mpsc::channel();
+        let (events, event_receiver) = mpsc::channel();
         let stats = Arc::new(CommitStats::default());
         let failure = Arc::new(Mutex::new(None));
         stats
@@ -122,6 +104,7 @@ impl GroupCommitter {
             state,
             options,
             receiver,
+            events: events.clone(),
             queue: VecDeque::new(),
             poisoned: None,
             shutting_down: false,
@@ -131,50 +114,54 @@ impl GroupCommitter {
             .name("group-commit".into())
             .spawn(move || worker.run())
             .expect("spawn group-commit thread");
-        GroupCommitter {
-            sender,
+        let committer = GroupCommitter {
+            input: Mutex::new(Some(input)),
+            events,
             thread: Mutex::new(Some(thread)),
             stats,
             failure,
-        }
+        };
+        (committer, event_receiver)
     }
 
-    /// The write or fsync failure that stopped all writes, if any.
-    pub fn failure(&self) -> Option<StorageError> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+    fn refuse(&self, ticket: Ticket, error: CommitError) {
+        let _ = self.events.send(LogEvent::Refused { ticket, error });
     }
+}
 
-    /// Queues a command; `done` is called once it is durable or refused.
-    pub fn submit(&self, command: Command, urgency: Urgency, done: Completion) {
+impl CommandLog for GroupCommitter {
+    fn propose(&self, command: Command, urgency: Urgency, ticket: Ticket) {
         let pending = Pending {
             command,
             urgency,
+            ticket,
             queued_at: Instant::now(),
-            done,
         };
-        if let Err(mpsc::SendError(Message::Command(pending))) =
-            self.sender.send(Message::Command(pending))
-        {
-            (pending.done)(Err(CommitError::Closed));
+        let input = lock(&self.input);
+        let sent = match input.as_ref() {
+            Some(sender) => sender.send(Input::Command(pending)).is_ok(),
+            None => false,
+        };
+        drop(input);
+        if !sent {
+            self.refuse(ticket, CommitError::Closed);
         }
     }
 
-    pub fn stats(&self) -> &Arc<CommitStats> {
+    fn failure(&self) -> Option<StorageError> {
+        lock(&self.failure).clone()
+    }
+
+    fn stats(&self) -> &Arc<CommitStats> {
         &self.stats
     }
 
-    /// Commits everything queued so far, then stops the thread. Commands
-    /// submitted afterwards are answered with [`CommitError::Closed`].
-    pub fn shutdown(&self) {
-        let _ = self.sender.send(Message::Shutdown);
-        let handle = self.thread.lock().expect("committer lock").take();
-        // A completion may drop the last owner of the committer on the
-        // committer's own thread: it then stops after the current batch,
-        // and must not wait for itself.
-        if let Some(handle) = handle.filter(|h| h.thread().id() != std::thread::current().id()) {
+    /// Commits everything queued so far, then stops the thread.
+    fn shutdown(&self) {
+        if let Some(sender) = lock(&self.input).take() {
+            let _ = sender.send(Input::Shutdown);
+        }
+        if let Some(handle) = lock(&self.thread).take() {
             let _ = handle.join();
         }
     }
@@ -186,11 +173,18 @@ impl Drop for GroupCommitter {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 struct Worker {
     store: Arc<Store>,
     state: StateMachine,
     options: CommitOptions,
-    receiver: mpsc::Receiver<Message>,
+    receiver: mpsc::Receiver<Input>,
+    events: mpsc::Sender<LogEvent>,
     queue: VecDeque<Pending>,
     poisoned: Option<StorageError>,
     /// Shared with [`GroupCommitter::failure`] for health checks.
@@ -207,7 +201,7 @@ impl Worker {
                     return;
                 }
                 match self.receiver.recv() {
-                    Ok(message) => self.take(message),
+                    Ok(input) => self.take(input),
                     Err(_) => return,
                 }
             }
@@ -217,16 +211,16 @@ impl Worker {
         }
     }
 
-    fn take(&mut self, message: Message) {
-        match message {
-            Message::Command(pending) => self.queue.push_back(pending),
-            Message::Shutdown => self.shutting_down = true,
+    fn take(&mut self, input: Input) {
+        match input {
+            Input::Command(pending) => self.queue.push_back(pending),
+            Input::Shutdown => self.shutting_down = true,
         }
     }
 
     fn drain(&mut self) {
-        while let Ok(message) = self.receiver.try_recv() {
-            self.take(message);
+        while let Ok(input) = self.receiver.try_recv() {
+            self.take(input);
         }
     }
 
@@ -242,7 +236,7 @@ impl Worker {
                 return;
             };
             match self.receiver.recv_timeout(left) {
-                Ok(message) => self.take(message),
+                Ok(input) => self.take(input),
                 Err(RecvTimeoutError::Timeout) => return,
                 Err(RecvTimeoutError::Disconnected) => self.shutting_down = true,
             }
@@ -273,42 +267,54 @@ impl Worker {
         if let Some(error) = &self.poisoned {
             let error =
                 StorageError::Sync(format!("storage failed earlier, writes refused: {error}"));
-            for pending in items {
-                (pending.done)(Err(CommitError::Storage(error.clone())));
-            }
+            self.refuse_all(items, &error);
             return;
         }
         let mut batch = self.store.batch();
-        let results: Vec<_> = items
-            .iter()
-            .map(|p| self.state.apply(&p.command, &mut batch))
-            .collect();
+        let mut applied = Vec::with_capacity(items.len());
+        for pending in items {
+            let outcome = self.state.apply(&pending.command, &mut batch);
+            let index = self.state.applied_index();
+            applied.push(AppliedEntry {
+                index,
+                command: pending.command,
+                outcome,
+                ticket: Some(pending.ticket),
+            });
+        }
         self.state.flush_dirty(&mut batch);
-        let size_bytes = batch.size_bytes() as u64;
         debug_assert!(!batch.is_empty(), "every batch writes the applied index");
+        let size_bytes = batch.size_bytes() as u64;
         match self.store.commit(batch) {
             Ok(timings) => {
                 self.record(&BatchReport {
-                    commands: items.len(),
+                    commands: applied.len(),
                     size_bytes,
                     timings,
                     applied_index: self.state.applied_index(),
                 });
-                for (pending, result) in items.into_iter().zip(results) {
-                    (pending.done)(result.map_err(CommitError::from));
+                for entry in applied {
+                    let _ = self.events.send(LogEvent::Applied(entry));
                 }
             }
             Err(error) => {
                 tracing::error!(%error, "commit failed; refusing all further writes");
                 self.poisoned = Some(error.clone());
-                *self
-                    .failure
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error.clone());
-                for pending in items {
-                    (pending.done)(Err(CommitError::Storage(error.clone())));
+                *lock(&self.failure) = Some(error.clone());
+                for entry in applied {
+                    let ticket = entry.ticket.expect("proposed here");
+                    let error = CommitError::Storage(error.clone());
+                    let _ = self.events.send(LogEvent::Refused { ticket, error });
                 }
             }
+        }
+    }
+
+    fn refuse_all(&self, items: Vec<Pending>, error: &StorageError) {
+        for pending in items {
+            let error = CommitError::Storage(error.clone());
+            let ticket = pending.ticket;
+            let _ = self.events.send(LogEvent::Refused { ticket, error });
         }
     }
 

@@ -60,14 +60,14 @@ pub struct CursorRecord {
     pub finished: bool,
 }
 
-struct Reader<'a> {
+struct FieldDecoder<'a> {
     bytes: &'a [u8],
     what: &'static str,
 }
 
-impl<'a> Reader<'a> {
+impl<'a> FieldDecoder<'a> {
     fn new(bytes: &'a [u8], what: &'static str) -> Self {
-        Reader { bytes, what }
+        FieldDecoder { bytes, what }
     }
 
     fn take(&mut self, len: usize) -> Result<&'a [u8], StorageError> {
@@ -137,7 +137,7 @@ impl MessageRecord {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
-        let mut reader = Reader::new(bytes, "message record");
+        let mut reader = FieldDecoder::new(bytes, "message record");
         let timestamp_ns = reader.u64()? as i64;
         let deliver_at_ms = reader.u64()?;
         let body = Bytes::copy_from_slice(reader.bytes);
@@ -161,7 +161,7 @@ impl TopicMeta {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
-        let mut reader = Reader::new(bytes, "topic meta");
+        let mut reader = FieldDecoder::new(bytes, "topic meta");
         let meta = TopicMeta {
             paused: reader.u8()? != 0,
             next_offset: reader.u64()?,
@@ -186,7 +186,7 @@ impl ChannelMeta {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
-        let mut reader = Reader::new(bytes, "channel meta");
+        let mut reader = FieldDecoder::new(bytes, "channel meta");
         let topic_id = reader.u64()?;
         let flags = reader.u8()?;
         let meta = ChannelMeta {
@@ -212,7 +212,7 @@ impl CursorRecord {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
-        let mut reader = Reader::new(bytes, "cursor record");
+        let mut reader = FieldDecoder::new(bytes, "cursor record");
         let record = CursorRecord {
             attempts: reader.u16()?,
             deliver_at_ms: reader.u64()?,

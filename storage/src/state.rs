@@ -1,29 +1,29 @@
 //! The state machine: the one place where commands become state changes.
 //!
 //! [`StateMachine::apply`] validates a command, mutates the in-memory durable
-//! state and adds the matching writes to a [`Batch`]. The single-node
-//! [`GroupCommitter`](crate::GroupCommitter) and (later) the replicated log
-//! both drive this same function. Metadata that many commands touch (a
-//! topic's next offset, a channel's floor) is marked dirty and written once
+//! state and adds the matching writes to a [`WriteSink`]. Every implementation
+//! of the command log (the single-node group committer, the replicated log)
+//! drives this same function, in log order. Metadata that many commands touch
+//! (a topic's next offset, a channel's floor) is marked dirty and written once
 //! per batch by [`StateMachine::flush_dirty`], so the final state does not
 //! depend on where batch boundaries fall.
 //!
-//! Invariants (checked by [`StateMachine::check_invariants`]):
+//! Invariants (checked by [`StateMachine::check_invariants`] after every apply
+//! in debug builds, and at every open):
 //! `log_start ≤ floor ≤ delivered_up_to ≤ handed_over ≤ next_offset` for
-//! every durable channel, and every cursor record lies at or above its
-//! channel's floor and below its topic's hand-over point.
+//! every durable channel, every cursor record lies at or above its channel's
+//! floor and below its topic's hand-over point, and the applied index only
+//! grows (one per command, refused ones included).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::command::{ChannelId, Command, Outcome, TopicId};
 use crate::error::ApplyError;
 use crate::keys;
+use crate::persist::{StoredState, WriteSink};
 use crate::record::{ChannelMeta, CursorRecord, MessageRecord, TopicMeta};
-use crate::store::Batch;
 
-/// Log entries are deleted in steps of at least this many offsets, so that
-/// range tombstones stay few.
-pub const DEFAULT_TRUNCATE_STEP: u64 = 65_536;
+pub use crate::persist::DEFAULT_TRUNCATE_STEP;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicState {
@@ -74,24 +74,17 @@ impl StateMachine {
         }
     }
 
-    /// Rebuilds the state from what [`crate::Store::open`] read back.
-    pub fn recover(
-        truncate_step: u64,
-        next_id: u64,
-        applied_index: u64,
-        topics: Vec<(TopicId, TopicMeta)>,
-        channels: Vec<(ChannelId, ChannelMeta)>,
-        records: Vec<(ChannelId, u64, CursorRecord)>,
-    ) -> Self {
+    /// Rebuilds the state from what the store read back at open.
+    pub fn recover(truncate_step: u64, stored: StoredState) -> Self {
         let mut state = StateMachine::new(truncate_step);
-        state.next_id = next_id.max(1);
-        state.applied_index = applied_index;
-        for (id, meta) in topics {
+        state.next_id = stored.next_id.max(1);
+        state.applied_index = stored.applied_index;
+        for (id, meta) in stored.topics {
             state.topic_ids.insert(meta.name.clone(), id);
             let channels = BTreeSet::new();
             state.topics.insert(id, TopicState { id, meta, channels });
         }
-        for (id, meta) in channels {
+        for (id, meta) in stored.channels {
             if let Some(topic) = state.topics.get_mut(&meta.topic_id) {
                 topic.channels.insert(id);
                 let records = BTreeMap::new();
@@ -100,7 +93,7 @@ impl StateMachine {
                     .insert(id, ChannelState { id, meta, records });
             }
         }
-        for (channel, offset, record) in records {
+        for (channel, offset, record) in stored.records {
             if let Some(channel) = state.channels.get_mut(&channel) {
                 channel.records.insert(offset, record);
             }
@@ -136,7 +129,11 @@ impl StateMachine {
 
     /// Applies one command: validates it, then changes state and `batch`.
     /// On `Err` nothing was changed.
-    pub fn apply(&mut self, command: &Command, batch: &mut Batch) -> Result<Outcome, ApplyError> {
+    pub fn apply(
+        &mut self,
+        command: &Command,
+        batch: &mut impl WriteSink,
+    ) -> Result<Outcome, ApplyError> {
         let outcome = match command {
             Command::CreateTopic { name } => Ok(self.create_topic(name)),
             Command::DeleteTopic { topic } => self.delete_topic(*topic, batch),
@@ -180,7 +177,7 @@ impl StateMachine {
     }
 
     /// Writes the metadata that commands of this batch changed.
-    pub fn flush_dirty(&mut self, batch: &mut Batch) {
+    pub fn flush_dirty(&mut self, batch: &mut impl WriteSink) {
         for id in std::mem::take(&mut self.dirty_topics) {
             if let Some(topic) = self.topics.get(&id) {
                 batch.put_meta(&keys::topic_meta(id), &topic.meta.encode());
@@ -231,7 +228,11 @@ impl StateMachine {
         }
     }
 
-    fn delete_topic(&mut self, id: TopicId, batch: &mut Batch) -> Result<Outcome, ApplyError> {
+    fn delete_topic(
+        &mut self,
+        id: TopicId,
+        batch: &mut impl WriteSink,
+    ) -> Result<Outcome, ApplyError> {
         let topic = self.topics.remove(&id).ok_or(ApplyError::UnknownTopic)?;
         for channel in &topic.channels {
             self.channels.remove(channel);
@@ -257,7 +258,11 @@ impl StateMachine {
         })
     }
 
-    fn empty_topic(&mut self, id: TopicId, batch: &mut Batch) -> Result<Outcome, ApplyError> {
+    fn empty_topic(
+        &mut self,
+        id: TopicId,
+        batch: &mut impl WriteSink,
+    ) -> Result<Outcome, ApplyError> {
         let topic = self.topics.get_mut(&id).ok_or(ApplyError::UnknownTopic)?;
         let meta = &mut topic.meta;
         let kept = meta.handed_over;
@@ -347,7 +352,11 @@ impl StateMachine {
         })
     }
 
-    fn delete_channel(&mut self, id: ChannelId, batch: &mut Batch) -> Result<Outcome, ApplyError> {
+    fn delete_channel(
+        &mut self,
+        id: ChannelId,
+        batch: &mut impl WriteSink,
+    ) -> Result<Outcome, ApplyError> {
         let channel = self
             .channels
             .remove(&id)
@@ -365,7 +374,7 @@ impl StateMachine {
         })
     }
 
-    fn erase_channel(id: ChannelId, batch: &mut Batch) {
+    fn erase_channel(id: ChannelId, batch: &mut impl WriteSink) {
         batch.delete_meta(&keys::channel_meta(id));
         batch.delete_cursor_range(&keys::id_offset(id, 0), &keys::id_offset(id + 1, 0));
     }
@@ -383,7 +392,11 @@ impl StateMachine {
         })
     }
 
-    fn empty_channel(&mut self, id: ChannelId, batch: &mut Batch) -> Result<Outcome, ApplyError> {
+    fn empty_channel(
+        &mut self,
+        id: ChannelId,
+        batch: &mut impl WriteSink,
+    ) -> Result<Outcome, ApplyError> {
         let channel = self.channels.get(&id).ok_or(ApplyError::UnknownChannel)?;
         let handed_over = self.handed_over_of(channel);
         let channel = self.channels.get_mut(&id).expect("checked above");
@@ -412,7 +425,7 @@ impl StateMachine {
         timestamp_ns: i64,
         deliver_at_ms: u64,
         bodies: &[bytes::Bytes],
-        batch: &mut Batch,
+        batch: &mut impl WriteSink,
     ) -> Result<Outcome, ApplyError> {
         let topic = self.topics.get_mut(&id).ok_or(ApplyError::UnknownTopic)?;
         if bodies.is_empty() {
@@ -448,7 +461,7 @@ impl StateMachine {
         id: ChannelId,
         delivered_up_to: u64,
         redeliveries: &[(u64, u16)],
-        batch: &mut Batch,
+        batch: &mut impl WriteSink,
     ) -> Result<Outcome, ApplyError> {
         let channel = self.channels.get(&id).ok_or(ApplyError::UnknownChannel)?;
         let handed_over = self.handed_over_of(channel);
@@ -488,7 +501,7 @@ impl StateMachine {
         &mut self,
         id: ChannelId,
         offsets: &[u64],
-        batch: &mut Batch,
+        batch: &mut impl WriteSink,
     ) -> Result<Outcome, ApplyError> {
         let channel = self.channels.get(&id).ok_or(ApplyError::UnknownChannel)?;
         let handed_over = self.handed_over_of(channel);
@@ -509,7 +522,7 @@ impl StateMachine {
         Ok(Outcome::Finished { channel: id, floor })
     }
 
-    fn mark_finished(channel: &mut ChannelState, offset: u64, batch: &mut Batch) {
+    fn mark_finished(channel: &mut ChannelState, offset: u64, batch: &mut impl WriteSink) {
         if offset < channel.meta.floor {
             return;
         }
@@ -529,7 +542,7 @@ impl StateMachine {
     }
 
     /// Moves the floor over the run of finished records that starts at it.
-    fn advance_floor(channel: &mut ChannelState, batch: &mut Batch) {
+    fn advance_floor(channel: &mut ChannelState, batch: &mut impl WriteSink) {
         while let Some(record) = channel.records.get(&channel.meta.floor) {
             if !record.finished {
                 break;
@@ -548,7 +561,7 @@ impl StateMachine {
         offset: u64,
         attempts: u16,
         deliver_at_ms: u64,
-        batch: &mut Batch,
+        batch: &mut impl WriteSink,
     ) -> Result<Outcome, ApplyError> {
         let channel = self.channels.get(&id).ok_or(ApplyError::UnknownChannel)?;
         let handed_over = self.handed_over_of(channel);
@@ -575,7 +588,7 @@ impl StateMachine {
     }
 
     /// Deletes log entries that every durable channel has finished, in steps.
-    fn truncate_log(&mut self, topic_id: TopicId, batch: &mut Batch) {
+    fn truncate_log(&mut self, topic_id: TopicId, batch: &mut impl WriteSink) {
         let Some(topic) = self.topics.get(&topic_id) else {
             return;
         };
@@ -607,7 +620,10 @@ impl StateMachine {
     pub fn check_invariants(&self) {
         for topic in self.topics.values() {
             let meta = &topic.meta;
-            assert!(meta.log_start <= meta.handed_over.max(meta.log_start));
+            assert!(
+                meta.log_start <= meta.next_offset,
+                "log starts past its head"
+            );
             assert!(
                 meta.handed_over <= meta.next_offset,
                 "handed over past head"

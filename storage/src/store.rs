@@ -16,8 +16,8 @@ use rocksdb::{
 
 use crate::error::StorageError;
 use crate::keys::{self, CF_CURSOR, CF_LOG, CF_META};
+use crate::persist::{StoredState, WriteSink, DEFAULT_TRUNCATE_STEP};
 use crate::record::{ChannelMeta, CursorRecord, MessageRecord, TopicMeta, FORMAT_VERSION};
-use crate::state::StateMachine;
 
 /// How long the two steps of [`Store::commit`] took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -113,7 +113,7 @@ pub struct StoreOptions {
     pub path: PathBuf,
     pub durability: Durability,
     pub sync_hook: Option<Arc<dyn SyncHook>>,
-    /// See [`crate::state::DEFAULT_TRUNCATE_STEP`].
+    /// See [`DEFAULT_TRUNCATE_STEP`].
     pub truncate_step: u64,
 }
 
@@ -123,7 +123,7 @@ impl StoreOptions {
             path: path.into(),
             durability: Durability::Fsync,
             sync_hook: None,
-            truncate_step: crate::state::DEFAULT_TRUNCATE_STEP,
+            truncate_step: DEFAULT_TRUNCATE_STEP,
         }
     }
 }
@@ -143,28 +143,31 @@ pub struct Batch<'a> {
     cursor: &'a ColumnFamily,
 }
 
-impl Batch<'_> {
-    pub fn put_meta(&mut self, key: &[u8], value: &[u8]) {
+impl WriteSink for Batch<'_> {
+    fn put_meta(&mut self, key: &[u8], value: &[u8]) {
         self.inner.put_cf(self.meta, key, value);
     }
-    pub fn delete_meta(&mut self, key: &[u8]) {
+    fn delete_meta(&mut self, key: &[u8]) {
         self.inner.delete_cf(self.meta, key);
     }
-    pub fn put_log(&mut self, key: &[u8], value: &[u8]) {
+    fn put_log(&mut self, key: &[u8], value: &[u8]) {
         self.inner.put_cf(self.log, key, value);
     }
-    pub fn delete_log_range(&mut self, from: &[u8], to: &[u8]) {
+    fn delete_log_range(&mut self, from: &[u8], to: &[u8]) {
         self.inner.delete_range_cf(self.log, from, to);
     }
-    pub fn put_cursor(&mut self, key: &[u8], value: &[u8]) {
+    fn put_cursor(&mut self, key: &[u8], value: &[u8]) {
         self.inner.put_cf(self.cursor, key, value);
     }
-    pub fn delete_cursor(&mut self, key: &[u8]) {
+    fn delete_cursor(&mut self, key: &[u8]) {
         self.inner.delete_cf(self.cursor, key);
     }
-    pub fn delete_cursor_range(&mut self, from: &[u8], to: &[u8]) {
+    fn delete_cursor_range(&mut self, from: &[u8], to: &[u8]) {
         self.inner.delete_range_cf(self.cursor, from, to);
     }
+}
+
+impl Batch<'_> {
     /// Bytes this batch will append to the WAL.
     pub fn size_bytes(&self) -> usize {
         self.inner.size_in_bytes()
@@ -215,8 +218,9 @@ fn small_cf_options(cache: &Cache) -> Options {
 }
 
 impl Store {
-    /// Opens (or creates) the data directory and recovers the state machine.
-    pub fn open(options: StoreOptions) -> Result<(Store, StateMachine), StorageError> {
+    /// Opens (or creates) the data directory and checks its format version.
+    /// [`crate::open`] also rebuilds the state machine from it.
+    pub fn open(options: StoreOptions) -> Result<Store, StorageError> {
         std::fs::create_dir_all(&options.path)
             .map_err(|e| StorageError::Rocks(format!("create {}: {e}", options.path.display())))?;
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
@@ -233,8 +237,7 @@ impl Store {
             path: options.path,
         };
         store.check_format()?;
-        let state = store.recover(options.truncate_step)?;
-        Ok((store, state))
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
@@ -275,11 +278,12 @@ impl Store {
         }
     }
 
-    fn recover(&self, truncate_step: u64) -> Result<StateMachine, StorageError> {
-        let mut next_id = 1;
-        let mut applied_index = 0;
-        let mut topics = Vec::new();
-        let mut channels = Vec::new();
+    /// Reads back every topic, channel and cursor record (not the logs).
+    pub fn load_state(&self) -> Result<StoredState, StorageError> {
+        let mut stored = StoredState {
+            next_id: 1,
+            ..StoredState::default()
+        };
         for item in self.db.iterator_cf(self.cf(CF_META), IteratorMode::Start) {
             let (key, value) = item?;
             let corrupt = || StorageError::Corrupt {
@@ -289,22 +293,23 @@ impl Store {
             match key.first() {
                 Some(&keys::META_TOPIC_PREFIX) => {
                     let id = keys::meta_id(&key).ok_or_else(corrupt)?;
-                    topics.push((id, TopicMeta::decode(&value)?));
+                    stored.topics.push((id, TopicMeta::decode(&value)?));
                 }
                 Some(&keys::META_CHANNEL_PREFIX) => {
                     let id = keys::meta_id(&key).ok_or_else(corrupt)?;
-                    channels.push((id, ChannelMeta::decode(&value)?));
+                    stored.channels.push((id, ChannelMeta::decode(&value)?));
                 }
                 _ if &*key == keys::META_NEXT_ID => {
-                    next_id = u64::from_be_bytes((*value).try_into().map_err(|_| corrupt())?);
+                    stored.next_id =
+                        u64::from_be_bytes((*value).try_into().map_err(|_| corrupt())?);
                 }
                 _ if &*key == keys::META_APPLIED_INDEX => {
-                    applied_index = u64::from_be_bytes((*value).try_into().map_err(|_| corrupt())?);
+                    stored.applied_index =
+                        u64::from_be_bytes((*value).try_into().map_err(|_| corrupt())?);
                 }
                 _ => {}
             }
         }
-        let mut records = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_CURSOR), IteratorMode::Start) {
             let (key, value) = item?;
             let (channel, offset) =
@@ -312,21 +317,13 @@ impl Store {
                     what: "cursor key",
                     detail: format!("{key:?}"),
                 })?;
-            records.push((channel, offset, CursorRecord::decode(&value)?));
+            let record = CursorRecord::decode(&value)?;
+            stored.records.push((channel, offset, record));
         }
-        let state = StateMachine::recover(
-            truncate_step,
-            next_id,
-            applied_index,
-            topics,
-            channels,
-            records,
-        );
-        state.check_invariants();
-        Ok(state)
+        Ok(stored)
     }
 
-    /// An empty batch for [`StateMachine::apply`].
+    /// An empty batch for [`crate::StateMachine::apply`].
     pub fn batch(&self) -> Batch<'_> {
         Batch {
             inner: WriteBatch::default(),

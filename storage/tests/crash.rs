@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command as Process, Stdio};
 
 use bytes::Bytes;
-use ledgerq_storage::{Command, Outcome, Store, StoreOptions};
+use ledgerq_storage::{Command, Outcome, StoreOptions};
 
 const CHILD_ENV: &str = "LEDGERQ_CRASH_CHILD_DIR";
 
@@ -19,7 +19,7 @@ fn crash_child_writer() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let (store, mut state) = Store::open(StoreOptions::new(dir)).unwrap();
+    let (store, mut state) = ledgerq_storage::open(StoreOptions::new(dir)).unwrap();
     let mut batch = store.batch();
     let create = Command::CreateTopic { name: "t".into() };
     let Ok(Outcome::TopicCreated { topic, .. }) = state.apply(&create, &mut batch) else {
@@ -78,7 +78,7 @@ fn sigkill_mid_write_keeps_every_committed_batch() {
     child.kill().unwrap(); // SIGKILL, while it is writing the next batches
     child.wait().unwrap();
 
-    let (store, state) = Store::open(StoreOptions::new(dir.path())).unwrap();
+    let (store, state) = ledgerq_storage::open(StoreOptions::new(dir.path())).unwrap();
     let topic = state.topic_id("t").unwrap();
     let next_offset = state.topic(topic).unwrap().meta.next_offset;
     assert!(

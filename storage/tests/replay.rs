@@ -136,7 +136,7 @@ fn command(state: &StateMachine, op: &Op) -> Option<Command> {
 fn open(dir: &std::path::Path) -> (Store, StateMachine) {
     let mut options = StoreOptions::new(dir);
     options.truncate_step = 4;
-    Store::open(options).expect("open store")
+    ledgerq_storage::open(options).expect("open store")
 }
 
 proptest! {

@@ -3,7 +3,7 @@
 //! out-of-order finishes, log truncation, pause.
 
 use bytes::Bytes;
-use ledgerq_storage::{Command, Outcome, StateMachine, Store, StoreOptions};
+use ledgerq_storage::{Command, Outcome, StateMachine, Store, StoreOptions, WriteSink};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -16,7 +16,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let mut options = StoreOptions::new(dir.path());
         options.truncate_step = 4;
-        let (store, state) = Store::open(options).unwrap();
+        let (store, state) = ledgerq_storage::open(options).unwrap();
         Fixture {
             _dir: dir,
             store,
@@ -212,7 +212,7 @@ fn delete_topic_removes_log_channels_and_cursor_records() {
 fn unknown_format_version_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (store, _) = Store::open(StoreOptions::new(dir.path())).unwrap();
+        let store = Store::open(StoreOptions::new(dir.path())).unwrap();
         let mut batch = store.batch();
         batch.put_meta(b"F", &99u32.to_be_bytes());
         store.commit(batch).unwrap();
@@ -303,7 +303,7 @@ fn an_emptied_channel_stays_empty_after_reopening() {
         options
     };
     let expected = {
-        let (store, state) = Store::open(options()).unwrap();
+        let (store, state) = ledgerq_storage::open(options()).unwrap();
         let mut f = Fixture {
             _dir: tempfile::tempdir().unwrap(),
             store,
@@ -321,7 +321,7 @@ fn an_emptied_channel_stays_empty_after_reopening() {
         f.apply(Command::EmptyChannel { channel });
         f.state.clone()
     };
-    let (_store, recovered) = Store::open(options()).unwrap();
+    let (_store, recovered) = ledgerq_storage::open(options()).unwrap();
     assert_eq!(recovered, expected);
     let channel = recovered.channels().next().unwrap();
     assert_eq!((channel.meta.floor, channel.records.len()), (5, 0));

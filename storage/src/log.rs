@@ -1,0 +1,106 @@
+//! The command log: the one seam through which a command becomes durable
+//! and applied, whatever the mode.
+//!
+//! A proposer hands a [`Command`] to a [`CommandLog`] together with a
+//! [`Ticket`] of its own choosing, and does not wait inside the log. The log
+//! orders the command among all others (this node's, or the whole replica
+//! group's), makes it durable, applies it with
+//! [`StateMachine::apply`](crate::StateMachine::apply), and reports it on the
+//! node's one ordered stream of [`LogEvent`]s:
+//!
+//! - [`LogEvent::Applied`]: the applied index, the command and its outcome,
+//!   in apply order, on every node, with the ticket when the command was
+//!   proposed on this node;
+//! - [`LogEvent::Refused`]: a ticket whose command will not be applied
+//!   (storage failed, the log shut down, no leader in time).
+//!
+//! Every ticket is answered on the stream; a proposer waits for its answer
+//! (the broker keeps the waiters), not for a callback run inside the log.
+//! Implementations: [`GroupCommitter`](crate::GroupCommitter) (single node:
+//! one WAL fsync per batch). The stream is the only way the broker learns of
+//! durable changes, so a node whose commands arrive from elsewhere (a
+//! follower) is kept up to date by the same code as the node that proposed.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{mpsc, Arc};
+
+use crate::command::{Command, Outcome, Urgency};
+use crate::error::{ApplyError, CommitError, StorageError};
+use crate::store::CommitTimings;
+
+/// A proposer's own tag for a command, handed back with its answer.
+pub type Ticket = u64;
+
+/// One applied command, as every node's broker sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedEntry {
+    /// The state machine's applied index after this command: 1 for the
+    /// first command ever applied, then one more per command.
+    pub index: u64,
+    pub command: Command,
+    /// What [`StateMachine::apply`](crate::StateMachine::apply) answered;
+    /// a refused command changed nothing but still took an index.
+    pub outcome: Result<Outcome, ApplyError>,
+    /// Set when the command was proposed on this node.
+    pub ticket: Option<Ticket>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEvent {
+    Applied(AppliedEntry),
+    /// The command of `ticket` will not be applied.
+    Refused {
+        ticket: Ticket,
+        error: CommitError,
+    },
+}
+
+/// The receiving end of a log's event stream (one per log).
+pub type LogEvents = mpsc::Receiver<LogEvent>;
+
+/// Orders, persists and applies commands; see the module doc.
+pub trait CommandLog: Send + Sync {
+    /// Queues `command`; its answer arrives on the event stream with `ticket`.
+    fn propose(&self, command: Command, urgency: Urgency, ticket: Ticket);
+
+    /// The write or fsync failure that stopped all writes on this node.
+    fn failure(&self) -> Option<StorageError>;
+
+    /// Counters of the durable batches this node wrote.
+    fn stats(&self) -> &Arc<CommitStats>;
+
+    /// Answers everything proposed so far (applied, or refused), then stops;
+    /// later proposals are refused with [`CommitError::Closed`].
+    fn shutdown(&self);
+}
+
+/// What one durable batch cost, as told to a [`CommitObserver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchReport {
+    pub commands: usize,
+    /// The size of the RocksDB write batch (what went into the WAL).
+    pub size_bytes: u64,
+    pub timings: CommitTimings,
+    /// [`StateMachine::applied_index`](crate::StateMachine::applied_index)
+    /// after the batch.
+    pub applied_index: u64,
+}
+
+/// Told about every batch that became durable, on the writing thread,
+/// before the batch's events are sent. Must be quick and must not block.
+pub trait CommitObserver: Send + Sync {
+    fn batch_committed(&self, report: &BatchReport);
+}
+
+/// Counters of a log's durable batches, readable from any thread.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    pub batches_total: AtomicU64,
+    pub commands_total: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub sync_micros_total: AtomicU64,
+    pub last_sync_micros: AtomicU64,
+    /// [`StateMachine::applied_index`](crate::StateMachine::applied_index)
+    /// after the last durable batch.
+    pub applied_index: AtomicU64,
+}

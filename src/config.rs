@@ -158,6 +158,44 @@ pub struct ServeArgs {
     #[arg(long, default_value = "10m", value_parser = duration)]
     pub e2e_processing_latency_window_time: Duration,
 
+    /// Redundancy mode: this node's id in its replica group (1, 2, ...).
+    #[arg(long)]
+    pub node_id: Option<u64>,
+
+    /// Redundancy mode: the initial members' gRPC addresses, the same list
+    /// on every member, this node included: `1=HOST:PORT,2=HOST:PORT,...`.
+    /// Without it the node runs alone (single-node mode).
+    #[arg(long)]
+    pub replicas: Option<String>,
+
+    /// Where this node serves the replica group's gRPC (raft) and, later,
+    /// the admin API.
+    #[arg(long, default_value = "0.0.0.0:4153")]
+    pub grpc_address: SocketAddr,
+
+    /// Redundancy mode: how long a write may wait for a leader to commit
+    /// it before the client gets an error (never an OK).
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    pub forward_timeout: Duration,
+
+    /// Redundancy mode: the leader's heartbeat period.
+    #[arg(long, default_value = "100ms", value_parser = duration)]
+    pub raft_heartbeat_interval: Duration,
+
+    /// Redundancy mode: a follower that hears no leader for a random time
+    /// between this and twice this starts an election.
+    #[arg(long, default_value = "500ms", value_parser = duration)]
+    pub raft_election_timeout: Duration,
+
+    /// Redundancy mode: build a snapshot, and purge the raft log behind
+    /// it, every this many entries.
+    #[arg(long, default_value_t = 10_000)]
+    pub raft_snapshot_entries: u64,
+
+    /// Tests only: accept `PUT /cluster/faults` (cut or delay raft links).
+    #[arg(long, default_value_t = false, hide = true)]
+    pub enable_fault_injection: bool,
+
     /// UNSAFE: do not fsync before answering OK. Acknowledged messages can
     /// be lost in an OS crash or power loss. For measuring the price of
     /// durability only.

@@ -22,4 +22,5 @@ pub mod lookup_peer;
 pub mod lookupd;
 pub mod metrics;
 pub mod protocol;
+pub mod replication;
 pub mod server;

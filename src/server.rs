@@ -22,6 +22,8 @@ use crate::http::{self, HttpState};
 use crate::lookup_peer::LookupPeers;
 use crate::lookupd::protocol::NodeInfo;
 use crate::metrics::{CommitMetrics, Metrics};
+use crate::replication::{self, config::ReplicaConfig, RaftTuning};
+use ledgerq_storage::raft::Member;
 
 /// How often in-flight timeouts and deferred messages are checked.
 const TIMER_PERIOD: Duration = Duration::from_millis(25);
@@ -85,25 +87,62 @@ pub fn store_options(args: &ServeArgs, sync_hook: Option<Arc<dyn SyncHook>>) -> 
     options
 }
 
-/// Opens the data directory, binds the listener and starts serving.
+/// Binds the listeners, opens the data directory (alone, or as a member of
+/// a replica group with `--replicas`) and starts serving.
 pub async fn start(
     args: ServeArgs,
     sync_hook: Option<Arc<dyn SyncHook>>,
 ) -> anyhow::Result<Running> {
-    let store = store_options(&args, sync_hook);
-    let commit_metrics = Arc::new(CommitMetrics::default());
-    let options = broker_options(&args, commit_metrics.clone());
-    let broker = tokio::task::spawn_blocking(move || Broker::open(store, options))
-        .await?
-        .with_context(|| format!("opening data path {}", args.data_path.display()))?;
+    let replica_config = ReplicaConfig::from_flags(
+        args.node_id,
+        args.replicas.as_deref(),
+        args.grpc_address,
+        args.forward_timeout,
+    )?;
     let listener = TcpListener::bind(args.tcp_address)
         .await
         .with_context(|| format!("binding TCP {}", args.tcp_address))?;
     let tcp_address = listener.local_addr()?;
-    tracing::info!(%tcp_address, data_path = %args.data_path.display(), fsync = !args.unsafe_no_fsync, "TCP: listening");
-    let shutdown = CancellationToken::new();
     let http_listener = bind_http(&args).await?;
     let http_address = http_listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let store = store_options(&args, sync_hook);
+    let commit_metrics = Arc::new(CommitMetrics::default());
+    let options = broker_options(&args, commit_metrics.clone());
+    let (broker, replication) = match replica_config {
+        None => (open_single(&args, store, options).await?, None),
+        Some(config) => {
+            let announced = Member {
+                grpc_address: String::new(),
+                tcp_address: announced_address(&args, tcp_address),
+                http_address: announced_address(&args, http_address),
+            };
+            let tuning = RaftTuning {
+                heartbeat_interval: args.raft_heartbeat_interval,
+                election_timeout_min: args.raft_election_timeout,
+                snapshot_entries: args.raft_snapshot_entries,
+            };
+            let opened = replication::open(
+                config,
+                tuning,
+                &args.data_path,
+                store,
+                options,
+                announced,
+                args.enable_fault_injection,
+                shutdown.clone(),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "opening data path {} as a replica",
+                    args.data_path.display()
+                )
+            })?;
+            (opened.broker, Some(opened.replication))
+        }
+    };
+    tracing::info!(%tcp_address, data_path = %args.data_path.display(), fsync = !args.unsafe_no_fsync, "TCP: listening");
     tracing::info!(%http_address, "HTTP: listening");
     let metrics = Metrics::new(broker.clone(), &commit_metrics);
     let identity = node_identity(&args, tcp_address, http_address);
@@ -118,6 +157,7 @@ pub async fn start(
         http_address,
         metrics,
         lookup_peers,
+        replication,
     ));
     let serving = http::serve(
         http_listener,
@@ -141,6 +181,25 @@ pub async fn start(
         shutdown,
         task,
     })
+}
+
+/// Single-node mode: the data directory is one store.
+async fn open_single(
+    args: &ServeArgs,
+    store: StoreOptions,
+    options: BrokerOptions,
+) -> anyhow::Result<Arc<Broker>> {
+    replication::check_mode(&args.data_path, false)?;
+    let broker = tokio::task::spawn_blocking(move || Broker::open(store, options))
+        .await?
+        .with_context(|| format!("opening data path {}", args.data_path.display()))?;
+    Ok(broker)
+}
+
+/// `HOST:PORT` as other members and clients should dial it.
+fn announced_address(args: &ServeArgs, listening: SocketAddr) -> String {
+    let host = crate::http::info::broadcast_address(&args.broadcast_address);
+    format!("{host}:{}", listening.port())
 }
 
 /// What this node tells lookupds about itself.

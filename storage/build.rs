@@ -1,15 +1,20 @@
-//! Compiles `proto/ledgerq/command.proto` (the command wire encoding) with
-//! prost-build into `$OUT_DIR/ledgerq.command.v1.rs`, which
-//! `src/encoding.rs` includes. Needs `protoc` on the PATH, or `PROTOC` set.
+//! Compiles `proto/ledgerq/command.proto` (the command wire encoding) and
+//! `proto/ledgerq/raft.proto` (the replicated log's records) with
+//! prost-build into `$OUT_DIR/ledgerq.{command,raft}.v1.rs`, which
+//! `src/pb.rs` includes. Needs `protoc` on the PATH, or `PROTOC` set.
 
 use std::path::PathBuf;
 
 fn main() -> std::io::Result<()> {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let proto_root = manifest_dir.join("../proto");
-    let command_proto = proto_root.join("ledgerq/command.proto");
-
-    println!("cargo:rerun-if-changed={}", command_proto.display());
+    let protos = [
+        proto_root.join("ledgerq/command.proto"),
+        proto_root.join("ledgerq/raft.proto"),
+    ];
+    for proto in &protos {
+        println!("cargo:rerun-if-changed={}", proto.display());
+    }
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=PROTOC");
 
@@ -17,5 +22,5 @@ fn main() -> std::io::Result<()> {
         // `bytes` fields decode as `bytes::Bytes`: decoding from a `Bytes`
         // buffer slices the bodies out of it instead of copying them.
         .bytes(["."])
-        .compile_protos(&[command_proto], &[proto_root])
+        .compile_protos(&protos, &[proto_root])
 }

@@ -10,11 +10,12 @@
 
 use std::sync::{Arc, Weak};
 
-use ledgerq_storage::{ApplyError, Command, LogEvent, LogEvents, Outcome};
+use ledgerq_storage::{ApplyError, Command, LogEvent, LogEvents, Outcome, StateMachine};
 
 use super::channel::Channel;
 use super::dispatch::send_frames;
 use super::message::Message;
+use super::recovery;
 use super::stats::count_publish;
 use super::topic::Topic;
 use super::waiters::Waiter;
@@ -72,11 +73,28 @@ impl Broker {
                         self.finish_waiter(&mut state, waiter, outcome);
                     }
                 }
+                LogEvent::Rebuild {
+                    state: stored,
+                    leader_term,
+                } => {
+                    self.rebuild(&mut state, &stored);
+                    *last_index = Some(stored.applied_index());
+                    state.leadership.rebuilt(leader_term);
+                    self.dispatch_all(&mut state);
+                }
+                LogEvent::Leadership { term, leading } => {
+                    let was_dispatching = state.leadership.may_dispatch();
+                    state.leadership.set_led_term(leading.then_some(term));
+                    if was_dispatching && !state.leadership.may_dispatch() {
+                        state.release_in_flight();
+                    }
+                    self.dispatch_all(&mut state);
+                }
                 LogEvent::Refused { ticket, error } => match self.waiters.take(ticket) {
                     Some(Waiter::Reply { answer, .. } | Waiter::CreateTopic { answer, .. }) => {
                         let _ = answer.send(Err(error.into()));
                     }
-                    Some(Waiter::Deliveries(_)) => {
+                    Some(Waiter::Deliveries { .. }) => {
                         tracing::error!(%error, "recording deliveries failed; not sending them");
                     }
                     None => tracing::warn!(%error, "background command failed"),
@@ -218,12 +236,41 @@ impl Broker {
                 }
                 let _ = answer.send(outcome.map_err(Into::into));
             }
-            Waiter::Deliveries(frames) => match outcome {
+            Waiter::Deliveries { generation, .. } if generation != state.leadership.generation => {
+                tracing::debug!(
+                    "channels were rebuilt since these deliveries were chosen; not sending them"
+                );
+            }
+            Waiter::Deliveries { frames, .. } => match outcome {
                 Ok(_) => send_frames(frames),
                 Err(error) => {
                     tracing::error!(%error, "recording deliveries was refused; not sending them")
                 }
             },
+        }
+    }
+}
+
+impl Broker {
+    /// Rebuilds every durable topic and channel from `stored` (the
+    /// recovery path): everything delivered and unfinished is ready again,
+    /// with its persisted attempts. A store read failure leaves the old
+    /// topics and stops dispatch until the next rebuild.
+    fn rebuild(&self, state: &mut BrokerState, stored: &StateMachine) {
+        let now_ms = crate::clock::now_ms();
+        let capacity = self.options.mem_queue_size;
+        match recovery::recover(&self.store, stored, capacity, now_ms, true) {
+            Ok(recovered) => {
+                state.replace_durable_topics(recovered.topics);
+                tracing::info!(
+                    applied_index = stored.applied_index(),
+                    "rebuilt topics and channels"
+                );
+            }
+            Err(error) => {
+                tracing::error!(%error, "rebuilding channels failed; not dispatching");
+                state.leadership.rebuilt(None);
+            }
         }
     }
 }

@@ -271,6 +271,17 @@ impl Channel {
         }
     }
 
+    /// This node stopped leading: every in-flight message is ready again
+    /// (the new leader redelivers it; this copy only serves stats until
+    /// the next rebuild).
+    pub fn release_in_flight(&mut self) {
+        let offsets: Vec<u64> = self.in_flight.keys().copied().collect();
+        for offset in offsets {
+            let flight = self.take_in_flight(offset).expect("listed above");
+            self.requeue_now(offset, flight.attempts, Some(flight.message));
+        }
+    }
+
     fn take_in_flight(&mut self, offset: u64) -> Option<InFlight> {
         let flight = self.in_flight.remove(&offset)?;
         self.timeouts.remove(&(flight.deadline_ms, offset));

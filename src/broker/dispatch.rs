@@ -21,6 +21,16 @@ use super::{Broker, BrokerState};
 use crate::clock;
 use std::sync::Arc;
 
+/// Where a dispatch pass's deliveries are recorded.
+struct Recorded {
+    durable: bool,
+    topic_id: u64,
+    channel: u64,
+    read_cursor: u64,
+    /// [`Leadership::generation`](super::state::Leadership) when chosen.
+    generation: u64,
+}
+
 /// A store read one channel waits for.
 pub(super) struct ReadJob {
     topic_id: u64,
@@ -93,6 +103,9 @@ impl Broker {
     pub fn tick(&self) {
         let now_ms = clock::now_ms();
         let mut state = self.lock();
+        if !state.leadership.may_dispatch() {
+            return;
+        }
         let mut due = Vec::new();
         let topic_ids: Vec<u64> = state.topics().map(|t| t.id()).collect();
         for topic_id in topic_ids {
@@ -128,6 +141,10 @@ impl Broker {
     }
 
     pub(super) fn dispatch_channel(&self, state: &mut BrokerState, topic_id: u64, channel_id: u64) {
+        if !state.leadership.may_dispatch() {
+            return;
+        }
+        let generation = state.leadership.generation;
         let Some((topic, clients)) = state.topic_and_clients(topic_id) else {
             return;
         };
@@ -141,20 +158,35 @@ impl Broker {
         }
         let durable = durable_topic && !channel.is_ephemeral();
         let read_cursor = channel.read_cursor();
-        self.record_deliveries(durable, topic_id, channel_id, read_cursor, batch);
+        let recorded = Recorded {
+            durable,
+            topic_id,
+            channel: channel_id,
+            read_cursor,
+            generation,
+        };
+        self.record_deliveries(recorded, batch);
+    }
+
+    /// Dispatches every channel of every topic (this node began to lead).
+    pub(super) fn dispatch_all(&self, state: &mut BrokerState) {
+        let topics: Vec<u64> = state.topics().map(|t| t.id()).collect();
+        for topic in topics {
+            self.dispatch_topic(state, topic);
+        }
     }
 
     /// Sends the frames of `batch` — for a durable channel only after the
     /// deliveries (and so the attempt counts) are on disk — and queues the
     /// store read the channel asked for.
-    fn record_deliveries(
-        &self,
-        durable: bool,
-        topic_id: u64,
-        channel: u64,
-        read_cursor: u64,
-        batch: DeliveryBatch,
-    ) {
+    fn record_deliveries(&self, recorded: Recorded, batch: DeliveryBatch) {
+        let Recorded {
+            durable,
+            topic_id,
+            channel,
+            read_cursor,
+            generation,
+        } = recorded;
         let DeliveryBatch {
             frames,
             redeliveries,
@@ -190,7 +222,11 @@ impl Broker {
             delivered_up_to: read_cursor,
             redeliveries,
         };
-        self.propose(command, Urgency::Now, Waiter::Deliveries(frames));
+        self.propose(
+            command,
+            Urgency::Now,
+            Waiter::Deliveries { frames, generation },
+        );
     }
 }
 

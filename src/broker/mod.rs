@@ -54,6 +54,7 @@ use dispatch::ReadJob;
 use latency::LatencySettings;
 pub use publish::PublishTicket;
 pub(crate) use state::BrokerState;
+pub use state::Leadership;
 use waiters::{Waiter, Waiters};
 
 /// Settings of the broker core (the NSQ flags of the same names).
@@ -104,6 +105,9 @@ pub enum BrokerError {
     /// The topic or channel was deleted while a SUB was creating it.
     #[error("deleted while subscribing")]
     DeletedWhileSubscribing,
+    /// Redundancy mode: no leader committed the write in time.
+    #[error("no leader")]
+    NoLeader,
     /// The channel has `--max-channel-consumers` clients already.
     #[error("channel has {limit} consumers already")]
     TooManyConsumers { limit: usize },
@@ -115,6 +119,7 @@ impl From<CommitError> for BrokerError {
             CommitError::Closed => BrokerError::Exiting,
             CommitError::Storage(e) => BrokerError::Storage(e.to_string()),
             CommitError::Rejected(e) => e.into(),
+            CommitError::NoLeader | CommitError::NotLeader => BrokerError::NoLeader,
         }
     }
 }
@@ -163,7 +168,13 @@ impl Broker {
     ) -> Result<Arc<Broker>, StorageError> {
         let (store, state) = ledgerq_storage::open(store_options)?;
         let store = Arc::new(store);
-        let recovered = recovery::recover(&store, &state, options.mem_queue_size, clock::now_ms())?;
+        let recovered = recovery::recover(
+            &store,
+            &state,
+            options.mem_queue_size,
+            clock::now_ms(),
+            false,
+        )?;
         let (log, events) = GroupCommitter::start(store.clone(), state, options.commit.clone());
         Ok(Broker::start(
             store,
@@ -171,21 +182,25 @@ impl Broker {
             events,
             recovered,
             options,
+            Leadership::single_node(),
         ))
     }
 
     /// Starts a broker over any command log: the applier thread reads
     /// `events` (the log's stream), the reader thread serves store reads.
+    /// `leadership` says when it may dispatch: always (single node), or
+    /// only while it leads its replica group.
     pub fn start(
         store: Arc<Store>,
         log: Box<dyn CommandLog>,
         events: LogEvents,
         recovered: recovery::Recovered,
         options: BrokerOptions,
+        leadership: Leadership,
     ) -> Arc<Broker> {
         let (reads, read_jobs) = mpsc::channel();
         let broker = Arc::new(Broker {
-            state: Mutex::new(BrokerState::new(recovered.topics)),
+            state: Mutex::new(BrokerState::new(recovered.topics, leadership)),
             store,
             log,
             waiters: Waiters::default(),

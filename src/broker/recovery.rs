@@ -7,7 +7,8 @@
 //! record's if there is one, else 1 for an immediate message (delivered once,
 //! covered by `delivered_up_to`) or 0 for a message deferred at publish (its
 //! first delivery would have written a record). Ephemeral channels do not
-//! survive a restart; they are returned for deletion.
+//! survive a restart; they are returned for deletion. A rebuild while
+//! running (redundancy mode: a new term, a snapshot) keeps them.
 
 use ledgerq_storage::{ChannelState, StateMachine, StorageError, Store};
 
@@ -24,6 +25,7 @@ pub fn recover(
     state: &StateMachine,
     cache_capacity: usize,
     now_ms: u64,
+    keep_ephemeral: bool,
 ) -> Result<Recovered, StorageError> {
     let mut topics = Vec::new();
     let mut stale_ephemeral_channels = Vec::new();
@@ -32,7 +34,7 @@ pub fn recover(
         let mut topic = Topic::recovered(stored.id, meta, cache_capacity);
         for channel_id in &stored.channels {
             let stored_channel = state.channel(*channel_id).expect("state is consistent");
-            if stored_channel.meta.ephemeral {
+            if stored_channel.meta.ephemeral && !keep_ephemeral {
                 stale_ephemeral_channels.push(*channel_id);
                 continue;
             }
@@ -55,7 +57,13 @@ fn recover_channel(
     now_ms: u64,
 ) -> Result<Channel, StorageError> {
     let meta = &stored.meta;
-    let mut channel = Channel::new(stored.id, meta.name.clone(), false, meta.delivered_up_to);
+    let ephemeral = meta.ephemeral;
+    let mut channel = Channel::new(
+        stored.id,
+        meta.name.clone(),
+        ephemeral,
+        meta.delivered_up_to,
+    );
     channel.set_paused(meta.paused);
     let mut offset = meta.floor;
     while offset < meta.delivered_up_to {

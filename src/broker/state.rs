@@ -17,6 +17,56 @@ use super::topic::Topic;
 /// any id the state machine hands out.
 const FIRST_LOCAL_ID: u64 = 1 << 40;
 
+/// Whether this node may hand messages to consumers.
+///
+/// Single node: always. Redundancy mode: only the group's leader, and only
+/// once it has rebuilt its channels from the state as of its own first
+/// entry of that term (every earlier entry applied): `led_term` comes from
+/// raft's role, `rebuilt_term` from the applied-entries stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    single_node: bool,
+    led_term: Option<u64>,
+    rebuilt_term: Option<u64>,
+    /// Bumped at every rebuild: deliveries recorded before it are not sent.
+    pub generation: u64,
+}
+
+impl Leadership {
+    pub fn single_node() -> Self {
+        Leadership {
+            single_node: true,
+            led_term: None,
+            rebuilt_term: None,
+            generation: 0,
+        }
+    }
+
+    pub fn replicated() -> Self {
+        Leadership {
+            single_node: false,
+            ..Leadership::single_node()
+        }
+    }
+
+    pub fn may_dispatch(&self) -> bool {
+        self.single_node || (self.led_term.is_some() && self.led_term == self.rebuilt_term)
+    }
+
+    pub fn is_replicated(&self) -> bool {
+        !self.single_node
+    }
+
+    pub fn set_led_term(&mut self, term: Option<u64>) {
+        self.led_term = term;
+    }
+
+    pub fn rebuilt(&mut self, leader_term: Option<u64>) {
+        self.rebuilt_term = leader_term;
+        self.generation += 1;
+    }
+}
+
 pub(crate) struct BrokerState {
     topics: HashMap<String, Topic>,
     topic_names: HashMap<u64, String>,
@@ -27,10 +77,11 @@ pub(crate) struct BrokerState {
     next_local_id: u64,
     /// Bumped whenever a topic or channel appears or disappears.
     topology: watch::Sender<u64>,
+    pub(crate) leadership: Leadership,
 }
 
 impl BrokerState {
-    pub fn new(recovered: Vec<Topic>) -> Self {
+    pub fn new(recovered: Vec<Topic>, leadership: Leadership) -> Self {
         let mut state = BrokerState {
             topics: HashMap::new(),
             topic_names: HashMap::new(),
@@ -39,6 +90,7 @@ impl BrokerState {
             next_client_id: 1,
             next_local_id: FIRST_LOCAL_ID,
             topology: watch::Sender::new(0),
+            leadership,
         };
         for topic in recovered {
             state.insert_topic(topic);
@@ -115,6 +167,66 @@ impl BrokerState {
     fn topology_changed(&self) {
         self.topology
             .send_modify(|version| *version = version.wrapping_add(1));
+    }
+
+    /// Replaces every durable topic with `rebuilt` (the recovery path, run
+    /// again at a leadership change or after a snapshot): memory-only
+    /// topics stay, subscribed clients join their channel again with
+    /// nothing in flight, and clients whose channel is gone are closed.
+    pub fn replace_durable_topics(&mut self, rebuilt: Vec<Topic>) {
+        let durable: Vec<u64> = self
+            .topics
+            .values()
+            .filter(|t| !t.is_ephemeral())
+            .map(|t| t.id())
+            .collect();
+        for id in durable {
+            let name = self.topic_names.remove(&id).expect("indexed");
+            let topic = self.topics.remove(&name).expect("indexed");
+            for channel in topic.channels() {
+                self.channel_topics.remove(&channel.id());
+            }
+        }
+        for topic in rebuilt {
+            self.insert_topic(topic);
+        }
+        let subscribed: Vec<(ClientId, (u64, u64))> = self
+            .clients
+            .values()
+            .filter_map(|c| c.subscription.map(|s| (c.id, s)))
+            .collect();
+        for (client_id, (_, channel_id)) in subscribed {
+            let client = self.clients.get_mut(&client_id).expect("listed above");
+            client.in_flight_count = 0;
+            let channel = self
+                .channel_topics
+                .get(&channel_id)
+                .and_then(|topic| self.topic_names.get(topic))
+                .and_then(|name| self.topics.get_mut(name))
+                .and_then(|topic| topic.channel_by_id_mut(channel_id));
+            match channel {
+                Some(channel) => channel.add_client(client_id),
+                None => {
+                    client.subscription = None;
+                    client.ready_count = 0;
+                    client.closing = true;
+                    let _ = client.outbound.send(Outbound::Close);
+                }
+            }
+        }
+        self.topology_changed();
+    }
+
+    /// This node stopped leading: nothing stays in flight here.
+    pub fn release_in_flight(&mut self) {
+        for topic in self.topics.values_mut() {
+            for channel in topic.channels_mut() {
+                channel.release_in_flight();
+            }
+        }
+        for client in self.clients.values_mut() {
+            client.in_flight_count = 0;
+        }
     }
 
     /// Adds the topic unless one of its name exists (then nothing changes).

@@ -33,8 +33,9 @@ pub(super) enum Waiter {
         answer: oneshot::Sender<Answer>,
         channels: Vec<String>,
     },
-    /// Deliveries to send once recorded (never before).
-    Deliveries(Vec<Frame>),
+    /// Deliveries to send once recorded (never before), unless the
+    /// channels were rebuilt since they were chosen (`generation`).
+    Deliveries { frames: Vec<Frame>, generation: u64 },
 }
 
 impl Waiter {

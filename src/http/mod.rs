@@ -17,6 +17,7 @@
 //! is answering, before the broker stops.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod info;
 pub mod metrics;
@@ -64,6 +65,8 @@ pub struct HttpState {
     pub args: ServeArgs,
     /// The log level now (`PUT /config/log_level` changes it).
     pub log_level: std::sync::Mutex<String>,
+    /// Redundancy mode: this node's replica group.
+    pub replication: Option<Arc<crate::replication::Replication>>,
 }
 
 impl HttpState {
@@ -83,8 +86,10 @@ impl HttpState {
         http_address: SocketAddr,
         metrics: crate::metrics::Metrics,
         lookup_peers: Arc<crate::lookup_peer::LookupPeers>,
+        replication: Option<Arc<crate::replication::Replication>>,
     ) -> HttpState {
         HttpState {
+            replication,
             metrics,
             lookup_peers,
             args: args.clone(),
@@ -112,6 +117,11 @@ pub fn router(state: Arc<HttpState>) -> Router {
             get(config::get_config)
                 .put(config::put_config)
                 .fallback(not_allowed),
+        )
+        .route("/cluster", get(cluster::cluster).fallback(not_allowed))
+        .route(
+            "/cluster/faults",
+            axum::routing::put(cluster::faults).fallback(not_allowed),
         )
         .route("/pub", post(publish::publish).fallback(not_allowed))
         .route("/mpub", post(publish::multi_publish).fallback(not_allowed))

@@ -79,6 +79,11 @@ impl HttpError {
     pub const fn exiting() -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "EXITING")
     }
+
+    /// Redundancy mode: no leader committed the write in time.
+    pub const fn no_leader() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "NO_LEADER")
+    }
 }
 
 impl IntoResponse for HttpError {

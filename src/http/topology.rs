@@ -44,6 +44,7 @@ pub fn topic_channel_params(params: &Params) -> Result<(&str, &str), HttpError> 
 pub fn broker_error(error: BrokerError) -> HttpError {
     match error {
         BrokerError::Exiting => HttpError::exiting(),
+        BrokerError::NoLeader => HttpError::no_leader(),
         BrokerError::TopicNotFound => HttpError::not_found("TOPIC_NOT_FOUND"),
         BrokerError::ChannelNotFound => HttpError::not_found("CHANNEL_NOT_FOUND"),
         BrokerError::Storage(_)

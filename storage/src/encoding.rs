@@ -39,14 +39,7 @@ use crate::command::Command;
 /// misread or silently drop (see the rules in `command.proto`).
 pub const COMMAND_FORMAT_VERSION: u32 = 1;
 
-/// The types prost-build generates from `proto/ledgerq/command.proto`.
-// Generated code is not ours to lint: clean under the default lints with
-// prost-build 0.14, but a later release (or `clippy::pedantic`, for its doc
-// comments) must not fail the build over it.
-#[allow(clippy::all, clippy::pedantic)]
-mod pb {
-    include!(concat!(env!("OUT_DIR"), "/ledgerq.command.v1.rs"));
-}
+use crate::pb::command as pb;
 
 use pb::command::Kind;
 
@@ -170,7 +163,7 @@ fn from_pb_batch(batch: pb::CommandBatch) -> Result<Vec<Command>, DecodeError> {
         .collect()
 }
 
-fn to_pb(command: &Command) -> pb::Command {
+pub(crate) fn to_pb(command: &Command) -> pb::Command {
     let kind = match command {
         Command::CreateTopic { name } => Kind::CreateTopic(pb::CreateTopic { name: name.clone() }),
         &Command::DeleteTopic { topic } => Kind::DeleteTopic(pb::DeleteTopic { topic }),
@@ -238,7 +231,7 @@ fn to_pb(command: &Command) -> pb::Command {
     pb::Command { kind: Some(kind) }
 }
 
-fn from_pb(command: pb::Command) -> Result<Command, DecodeError> {
+pub(crate) fn from_pb(command: pb::Command) -> Result<Command, DecodeError> {
     let command = match command.kind.ok_or(DecodeError::MissingKind)? {
         Kind::CreateTopic(pb::CreateTopic { name }) => Command::CreateTopic { name },
         Kind::DeleteTopic(pb::DeleteTopic { topic }) => Command::DeleteTopic { topic },

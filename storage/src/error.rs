@@ -33,6 +33,10 @@ pub enum ApplyError {
     OffsetNotHandedOver { offset: u64, handed_over: u64 },
     #[error("empty publish")]
     EmptyPublish,
+    /// Redundancy mode: a dispatch decision (Deliver, Finish, Requeue) made
+    /// by the leader of one term reached the log in another term's entry.
+    #[error("made by the leader of term {made_in}, committed in term {committed_in}")]
+    StaleTerm { made_in: u64, committed_in: u64 },
 }
 
 /// What the submitter of a command learns when it did not succeed.
@@ -47,4 +51,12 @@ pub enum CommitError {
     /// The committer has shut down.
     #[error("exiting")]
     Closed,
+    /// Redundancy mode: no leader committed the command in time (none
+    /// elected, or unreachable). It may still be committed later.
+    #[error("no leader")]
+    NoLeader,
+    /// Redundancy mode: a dispatch decision proposed on a node that no
+    /// longer leads.
+    #[error("not the leader")]
+    NotLeader,
 }

@@ -19,6 +19,10 @@ pub const CF_CURSOR: &str = "cursor";
 pub const META_FORMAT: &[u8] = b"F";
 pub const META_NEXT_ID: &[u8] = b"N";
 pub const META_APPLIED_INDEX: &[u8] = b"A";
+/// Redundancy mode: the raft log id of the last applied entry, and the
+/// membership applied last (`raft.proto` `LogId`, `StoredMembership`).
+pub const META_RAFT_APPLIED: &[u8] = b"RA";
+pub const META_RAFT_MEMBERSHIP: &[u8] = b"RM";
 pub const META_TOPIC_PREFIX: u8 = b't';
 pub const META_CHANNEL_PREFIX: u8 = b'c';
 

@@ -12,12 +12,15 @@
 //!   in apply order, on every node, with the ticket when the command was
 //!   proposed on this node;
 //! - [`LogEvent::Refused`]: a ticket whose command will not be applied
-//!   (storage failed, the log shut down, no leader in time).
+//!   (storage failed, the log shut down, no leader in time);
+//! - redundancy mode only: [`LogEvent::Rebuild`] and [`LogEvent::Leadership`],
+//!   which tell the broker when it may dispatch (only the leader does).
 //!
 //! Every ticket is answered on the stream; a proposer waits for its answer
 //! (the broker keeps the waiters), not for a callback run inside the log.
 //! Implementations: [`GroupCommitter`](crate::GroupCommitter) (single node:
-//! one WAL fsync per batch). The stream is the only way the broker learns of
+//! one WAL fsync per batch) and [`ReplicatedLog`](crate::raft::ReplicatedLog)
+//! (redundancy mode: one raft entry per batch, committed on a majority). The stream is the only way the broker learns of
 //! durable changes, so a node whose commands arrive from elsewhere (a
 //! follower) is kept up to date by the same code as the node that proposed.
 
@@ -26,6 +29,7 @@ use std::sync::{mpsc, Arc};
 
 use crate::command::{Command, Outcome, Urgency};
 use crate::error::{ApplyError, CommitError, StorageError};
+use crate::state::StateMachine;
 use crate::store::CommitTimings;
 
 /// A proposer's own tag for a command, handed back with its answer.
@@ -52,6 +56,23 @@ pub enum LogEvent {
     Refused {
         ticket: Ticket,
         error: CommitError,
+    },
+    /// Redundancy mode: from this point of the stream the durable state is
+    /// `state`; rebuild topics and channels from it (the recovery path),
+    /// then go on with the entries that follow. Sent when this node's own
+    /// first entry of a term was applied (`leader_term`: every entry of
+    /// earlier terms is applied, so this node may lead from here), and when
+    /// a snapshot replaced the state (`leader_term: None`).
+    Rebuild {
+        state: Box<StateMachine>,
+        leader_term: Option<u64>,
+    },
+    /// Redundancy mode: whether this node is the group's leader, in `term`.
+    /// Only a leader dispatches, and only once it has seen the
+    /// [`LogEvent::Rebuild`] of that same term.
+    Leadership {
+        term: u64,
+        leading: bool,
     },
 }
 

@@ -176,6 +176,14 @@ impl StateMachine {
         outcome
     }
 
+    /// Counts a command that the log refused before apply (a dispatch
+    /// decision of an earlier term, in redundancy mode): it takes an index
+    /// like any refused command, so every node numbers commands alike.
+    pub fn skip(&mut self) {
+        self.applied_index += 1;
+        self.applied_index_dirty = true;
+    }
+
     /// Writes the metadata that commands of this batch changed.
     pub fn flush_dirty(&mut self, batch: &mut impl WriteSink) {
         for id in std::mem::take(&mut self.dirty_topics) {

@@ -358,6 +358,81 @@ impl Store {
         })
     }
 
+    /// Writes the batch without waiting for the WAL fsync. For the
+    /// replicated state, whose durability is the raft log's: a crash loses
+    /// at most a suffix of applied entries, which are applied again from
+    /// the log at start (a RocksDB WAL recovers a prefix, never a mix).
+    pub fn write_unsynced(&self, batch: Batch) -> Result<(), StorageError> {
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(false);
+        self.db.write_opt(batch.inner, &write_options)?;
+        Ok(())
+    }
+
+    /// Makes every write so far durable (one WAL fsync).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.db
+            .flush_wal(true)
+            .map_err(|e| StorageError::Sync(e.into_string()))
+    }
+
+    /// One value of the `meta` column family.
+    pub fn read_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.db.get_cf(self.cf(CF_META), key)?)
+    }
+
+    /// A consistent copy of the whole store in `dir` (which must not
+    /// exist): a RocksDB checkpoint, memtables flushed, SST files
+    /// hard-linked.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StorageError> {
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
+        checkpoint.create_checkpoint(dir)?;
+        Ok(())
+    }
+
+    /// One `meta` value of a checkpoint made by [`Store::checkpoint`].
+    pub fn read_checkpoint_meta(dir: &Path, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let db = DB::open_cf_for_read_only(
+            &Options::default(),
+            dir,
+            [CF_META, CF_LOG, CF_CURSOR],
+            false,
+        )?;
+        let meta = db
+            .cf_handle(CF_META)
+            .expect("checkpoint has the meta family");
+        Ok(db.get_cf(meta, key)?)
+    }
+
+    /// Replaces everything this store holds with the contents of the
+    /// checkpoint in `dir`, in bounded batches, then fsyncs. Not atomic:
+    /// the caller marks the replacement as under way (and redoes it after a
+    /// crash) until this returns.
+    pub fn replace_with_checkpoint(&self, dir: &Path) -> Result<(), StorageError> {
+        const CHUNK_BYTES: usize = 4 << 20;
+        let source = DB::open_cf_for_read_only(
+            &Options::default(),
+            dir,
+            [CF_META, CF_LOG, CF_CURSOR],
+            false,
+        )?;
+        for name in [CF_META, CF_LOG, CF_CURSOR] {
+            let target = self.cf(name);
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(target, &[][..], &[0xffu8; 64][..]);
+            let from = source.cf_handle(name).expect("checkpoint has every family");
+            for item in source.iterator_cf(from, IteratorMode::Start) {
+                let (key, value) = item?;
+                batch.put_cf(target, key, value);
+                if batch.size_in_bytes() >= CHUNK_BYTES {
+                    self.db.write(std::mem::take(&mut batch))?;
+                }
+            }
+            self.db.write(batch)?;
+        }
+        self.sync()
+    }
+
     /// Up to `limit` log entries of `topic` at offsets `>= from`, in order.
     pub fn read_log(
         &self,

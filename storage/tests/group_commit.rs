@@ -63,6 +63,7 @@ impl Log {
                 (ticket, reply)
             }
             LogEvent::Refused { ticket, error } => (ticket, Err(error)),
+            other => panic!("the group committer sent a redundancy-mode event: {other:?}"),
         };
         let earlier = self.answers.insert(ticket, reply);
         assert!(earlier.is_none(), "ticket {ticket} answered twice");

@@ -1,0 +1,246 @@
+//! Redundancy mode: this node as a member of a raft replica group
+//! (`docs/replication.md`).
+//!
+//! [`open`] lays out the data directory (`raft/` the raft log, `state/`
+//! the state store, `snapshots/`), opens openraft over the storage crate's
+//! [`RaftLogStore`] and [`ReplicatedState`], serves the group's gRPC
+//! service on `--grpc-address`, bootstraps the group if needed, and starts
+//! the broker over a [`ReplicatedLog`] — the same broker as single-node
+//! mode, told to dispatch only while it leads.
+//!
+//! Files: `config.rs` (the flags), `rpc.rs` (messages), `network.rs`
+//! (client side, forwarding), `service.rs` (server side), `identity.rs`
+//! (cluster id), `bootstrap.rs`, `faults.rs` (the test seam).
+
+pub mod bootstrap;
+pub mod config;
+pub mod faults;
+pub mod identity;
+pub mod network;
+pub mod rpc;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ledgerq_storage::raft::{
+    Member, Origin, Raft, RaftLogStore, RaftLogStoreOptions, ReplicatedLog, ReplicatedLogOptions,
+    ReplicatedState, ReplicatedStateOptions, SNAPSHOT_DIR,
+};
+use ledgerq_storage::{CommitStats, Store, StoreOptions};
+use openraft::SnapshotPolicy;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{recovery, Broker, BrokerOptions, Leadership};
+use config::ReplicaConfig;
+use faults::LinkFaults;
+use identity::ClusterIdentity;
+use network::{GrpcForwarder, Network, Peers};
+
+/// The largest gRPC message either side accepts (a batch of entries).
+const MAX_MESSAGE_BYTES: usize = 256 << 20;
+/// The largest proposal (one raft entry) the proposer builds.
+const MAX_PROPOSAL_BYTES: usize = 4 << 20;
+
+/// Raft timing and log compaction.
+#[derive(Debug, Clone)]
+pub struct RaftTuning {
+    pub heartbeat_interval: Duration,
+    pub election_timeout_min: Duration,
+    /// Build a snapshot (and purge the log behind it) every this many
+    /// entries.
+    pub snapshot_entries: u64,
+}
+
+/// A running member: what `/cluster` and the admin endpoints use.
+pub struct Replication {
+    pub raft: Raft,
+    pub config: ReplicaConfig,
+    pub peers: Peers,
+    pub faults: Arc<LinkFaults>,
+    pub fault_injection: bool,
+}
+
+/// Where a data directory says which mode made it.
+pub fn check_mode(data_path: &Path, replicated: bool) -> anyhow::Result<()> {
+    let single = data_path.join("CURRENT").exists();
+    let raft = data_path.join("raft").exists();
+    if replicated && single {
+        bail!(
+            "data path {} was made by a single-node ledgerq; it cannot be a replica (start it without --replicas, or use an empty data path)",
+            data_path.display()
+        );
+    }
+    if !replicated && raft {
+        bail!(
+            "data path {} was made by a replica-group member; start it with its --node-id and --replicas",
+            data_path.display()
+        );
+    }
+    Ok(())
+}
+
+pub struct Opened {
+    pub broker: Arc<Broker>,
+    pub replication: Arc<Replication>,
+    pub grpc_address: SocketAddr,
+}
+
+/// Opens this member's storage, starts raft, the gRPC service, the
+/// bootstrap and the broker.
+#[allow(clippy::too_many_arguments)]
+pub async fn open(
+    config: ReplicaConfig,
+    tuning: RaftTuning,
+    data_path: &Path,
+    store_options: StoreOptions,
+    broker_options: BrokerOptions,
+    announced: Member,
+    fault_injection: bool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Opened> {
+    check_mode(data_path, true)?;
+    let listener = tokio::net::TcpListener::bind(config.grpc_address)
+        .await
+        .with_context(|| format!("binding gRPC {}", config.grpc_address))?;
+    let grpc_address = listener.local_addr()?;
+    let member = Member {
+        grpc_address: config.replicas[&config.node_id].clone(),
+        ..announced
+    };
+    let durability = store_options.durability;
+    let truncate_step = store_options.truncate_step;
+    let mut state_options = store_options;
+    state_options.path = data_path.join("state");
+    let store = Arc::new(Store::open(state_options)?);
+    let log_store = RaftLogStore::open(RaftLogStoreOptions {
+        path: data_path.join("raft"),
+        durability,
+    })?;
+    let origin = Origin {
+        node: config.node_id,
+        boot: rand::random::<u64>() | 1,
+    };
+    let (events, event_stream) = mpsc::channel();
+    let stats = Arc::new(CommitStats::default());
+    let state = ReplicatedState::open(
+        store.clone(),
+        ReplicatedStateOptions {
+            origin,
+            snapshot_dir: data_path.join(SNAPSHOT_DIR),
+            truncate_step,
+            observer: broker_options.commit.observer.clone(),
+        },
+        events.clone(),
+        stats.clone(),
+    )?;
+    let now_ms = crate::clock::now_ms();
+    let recovered = recovery::recover(
+        &store,
+        state.state(),
+        broker_options.mem_queue_size,
+        now_ms,
+        true,
+    )?;
+    let identity = Arc::new(ClusterIdentity::load(
+        config.node_id,
+        member,
+        log_store.clone(),
+    )?);
+    let faults = Arc::new(LinkFaults::default());
+    let peers = Peers::new(identity.clone(), faults.clone());
+    let raft_config = openraft::Config {
+        cluster_name: "ledgerq".into(),
+        heartbeat_interval: tuning.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: tuning.election_timeout_min.as_millis() as u64,
+        election_timeout_max: 2 * tuning.election_timeout_min.as_millis() as u64,
+        install_snapshot_timeout: 5_000,
+        max_payload_entries: 32,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_entries),
+        max_in_snapshot_log_to_keep: 0,
+        ..openraft::Config::default()
+    }
+    .validate()
+    .context("raft settings")?;
+    let network = Network {
+        peers: peers.clone(),
+    };
+    let raft = Raft::new(
+        config.node_id,
+        Arc::new(raft_config),
+        network,
+        log_store.clone(),
+        state,
+    )
+    .await
+    .context("starting raft")?;
+    let service = service::RaftService {
+        raft: raft.clone(),
+        identity: identity.clone(),
+        faults: faults.clone(),
+    };
+    let server = rpc::pb::raft_server::RaftServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let serving = tonic::transport::Server::builder()
+            .add_service(server)
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
+        if let Err(error) = serving.await {
+            tracing::error!(%error, "gRPC server failed");
+        }
+    });
+    tracing::info!(%grpc_address, node_id = config.node_id, cluster_id = %identity.cluster_id(), "gRPC: listening (raft)");
+    tokio::spawn(bootstrap::run(
+        config.clone(),
+        raft.clone(),
+        peers.clone(),
+        shutdown.clone(),
+    ));
+    let forwarder = Arc::new(GrpcForwarder {
+        peers: peers.clone(),
+        timeout: config.forward_timeout,
+    });
+    let log = ReplicatedLog::start(
+        raft.clone(),
+        origin,
+        forwarder,
+        events,
+        stats,
+        ReplicatedLogOptions {
+            forward_timeout: config.forward_timeout,
+            lazy_interval: broker_options.commit.lazy_interval,
+            max_batch_commands: broker_options.commit.max_batch_commands,
+            max_batch_bytes: broker_options
+                .commit
+                .max_batch_bytes
+                .min(MAX_PROPOSAL_BYTES),
+        },
+        tokio::runtime::Handle::current(),
+    );
+    let broker = Broker::start(
+        store,
+        Box::new(log),
+        event_stream,
+        recovered,
+        broker_options,
+        Leadership::replicated(),
+    );
+    let replication = Arc::new(Replication {
+        raft,
+        config,
+        peers,
+        faults,
+        fault_injection,
+    });
+    Ok(Opened {
+        broker,
+        replication,
+        grpc_address,
+    })
+}

@@ -1,0 +1,429 @@
+//! [`ReplicatedLog`]: the redundancy-mode [`CommandLog`]. Commands become
+//! entries of the group's raft log; the state machine
+//! ([`ReplicatedState`](super::ReplicatedState)) applies them and reports
+//! on the node's event stream, exactly as the group committer does.
+//!
+//! One proposer task per node gathers queued commands (all connections,
+//! all topics) into one [`Proposal`] — one raft entry, one fsync on each
+//! member — and submits it: through `Raft::client_write` when this node
+//! leads, else to the leader through the [`Forwarder`] (gRPC). While one
+//! entry commits, the next fills. A proposal is answered by its entry
+//! being applied here (the tickets ride in the entry); if no leader
+//! commits it within `forward_timeout`, its tickets are refused with
+//! [`CommitError::NoLeader`] — never answered as a success.
+//!
+//! Dispatch decisions (Deliver, Finish, Requeue) are stamped with the term
+//! this node leads in and are never forwarded: on a node that does not
+//! lead they are refused with [`CommitError::NotLeader`].
+//!
+//! A second task watches openraft's metrics and reports
+//! [`LogEvent::Leadership`] whenever the role or the term changes.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
+use tokio::sync::mpsc as tokio_mpsc;
+use tokio::time::Instant;
+
+use super::{is_dispatch_command, LogId, Member, NodeId, Origin, Proposal, Raft};
+use crate::command::{Command, Urgency};
+use crate::error::{CommitError, StorageError};
+use crate::log::{CommandLog, CommitStats, LogEvent, Ticket};
+
+/// Why a forwarded proposal was not committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    /// The target does not lead; it may know who does.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    /// No answer (connection refused, timed out, cut).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The leader answered with an error it will not get over.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+pub type ForwardFuture = Pin<Box<dyn Future<Output = Result<LogId, ForwardError>> + Send>>;
+
+/// How a follower's proposal reaches the leader (the server's gRPC client).
+pub trait Forwarder: Send + Sync + 'static {
+    /// Appends `proposal` on `leader`; resolves once it is committed there,
+    /// with the entry's log id.
+    fn forward(&self, leader: NodeId, member: Member, proposal: Proposal) -> ForwardFuture;
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplicatedLogOptions {
+    /// How long a proposal may wait for a leader to commit it.
+    pub forward_timeout: Duration,
+    /// How long a batch holding only lazy commands may wait for company.
+    pub lazy_interval: Duration,
+    pub max_batch_commands: usize,
+    pub max_batch_bytes: usize,
+}
+
+struct Pending {
+    command: Command,
+    urgency: Urgency,
+    ticket: Ticket,
+    queued_at: Instant,
+}
+
+pub struct ReplicatedLog {
+    raft: Raft,
+    input: Mutex<Option<tokio_mpsc::UnboundedSender<Pending>>>,
+    events: mpsc::Sender<LogEvent>,
+    stats: Arc<CommitStats>,
+    failure: Arc<Mutex<Option<StorageError>>>,
+    runtime: tokio::runtime::Handle,
+    proposer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl ReplicatedLog {
+    /// Starts the proposer and the leadership watcher on `runtime`.
+    /// `events` is the sender of the stream the state machine reports on.
+    pub fn start(
+        raft: Raft,
+        origin: Origin,
+        forwarder: Arc<dyn Forwarder>,
+        events: mpsc::Sender<LogEvent>,
+        stats: Arc<CommitStats>,
+        options: ReplicatedLogOptions,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        let (input, queue) = tokio_mpsc::unbounded_channel();
+        let failure = Arc::new(Mutex::new(None));
+        let proposer = Proposer {
+            raft: raft.clone(),
+            origin,
+            forwarder,
+            events: events.clone(),
+            options,
+            queue,
+            pending: VecDeque::new(),
+            closed: false,
+            failure: failure.clone(),
+        };
+        let proposer = runtime.spawn(proposer.run());
+        runtime.spawn(watch_leadership(raft.clone(), events.clone()));
+        ReplicatedLog {
+            raft,
+            input: Mutex::new(Some(input)),
+            events,
+            stats,
+            failure,
+            runtime,
+            proposer: Mutex::new(Some(proposer)),
+        }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    fn refuse(&self, ticket: Ticket, error: CommitError) {
+        let _ = self.events.send(LogEvent::Refused { ticket, error });
+    }
+}
+
+/// The term this node leads in, if it leads.
+fn leading_term(raft: &Raft) -> Option<u64> {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow();
+    (metrics.state == ServerState::Leader).then_some(metrics.current_term)
+}
+
+impl CommandLog for ReplicatedLog {
+    fn propose(&self, command: Command, urgency: Urgency, ticket: Ticket) {
+        if is_dispatch_command(&command) && leading_term(&self.raft).is_none() {
+            return self.refuse(ticket, CommitError::NotLeader);
+        }
+        let pending = Pending {
+            command,
+            urgency,
+            ticket,
+            queued_at: Instant::now(),
+        };
+        let input = lock(&self.input);
+        let refused = match input.as_ref() {
+            Some(sender) => sender.send(pending).err().map(|e| e.0.ticket),
+            None => Some(ticket),
+        };
+        drop(input);
+        if let Some(ticket) = refused {
+            self.refuse(ticket, CommitError::Closed);
+        }
+    }
+
+    fn failure(&self) -> Option<StorageError> {
+        lock(&self.failure).clone()
+    }
+
+    fn stats(&self) -> &Arc<CommitStats> {
+        &self.stats
+    }
+
+    /// Submits what is queued (each proposal still bounded by the forward
+    /// timeout), then stops the raft node.
+    fn shutdown(&self) {
+        lock(&self.input).take();
+        let proposer = lock(&self.proposer).take();
+        let raft = self.raft.clone();
+        let (done, finished) = std::sync::mpsc::channel();
+        self.runtime.spawn(async move {
+            if let Some(proposer) = proposer {
+                let _ = proposer.await;
+            }
+            let _ = raft.shutdown().await;
+            let _ = done.send(());
+        });
+        let _ = finished.recv();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn watch_leadership(raft: Raft, events: mpsc::Sender<LogEvent>) {
+    let mut metrics = raft.metrics();
+    let mut last = None;
+    loop {
+        let now = {
+            let m = metrics.borrow_and_update();
+            (m.current_term, m.state == ServerState::Leader)
+        };
+        if last != Some(now) {
+            last = Some(now);
+            let (term, leading) = now;
+            tracing::info!(term, leading, "leadership");
+            if events.send(LogEvent::Leadership { term, leading }).is_err() {
+                return;
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+struct Proposer {
+    raft: Raft,
+    origin: Origin,
+    forwarder: Arc<dyn Forwarder>,
+    events: mpsc::Sender<LogEvent>,
+    options: ReplicatedLogOptions,
+    queue: tokio_mpsc::UnboundedReceiver<Pending>,
+    pending: VecDeque<Pending>,
+    closed: bool,
+    failure: Arc<Mutex<Option<StorageError>>>,
+}
+
+impl Proposer {
+    async fn run(mut self) {
+        loop {
+            if self.pending.is_empty() {
+                match self.queue.recv().await {
+                    Some(pending) => self.pending.push_back(pending),
+                    None => return,
+                }
+            }
+            self.drain();
+            self.wait_if_lazy().await;
+            let batch = self.next_batch();
+            self.submit(batch).await;
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Ok(pending) = self.queue.try_recv() {
+            self.pending.push_back(pending);
+        }
+    }
+
+    /// Holds a batch of only lazy commands until the oldest is
+    /// `lazy_interval` old or an urgent command arrives.
+    async fn wait_if_lazy(&mut self) {
+        while !self.closed && self.pending.iter().all(|p| p.urgency == Urgency::Lazy) {
+            let Some(oldest) = self.pending.front() else {
+                return;
+            };
+            let deadline = oldest.queued_at + self.options.lazy_interval;
+            match tokio::time::timeout_at(deadline, self.queue.recv()).await {
+                Ok(Some(pending)) => self.pending.push_back(pending),
+                Ok(None) => self.closed = true,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn next_batch(&mut self) -> Vec<(Ticket, Command)> {
+        let mut items = Vec::new();
+        let mut bytes = 0;
+        while let Some(pending) = self.pending.front() {
+            let weight = pending.command.weight_bytes();
+            let full = items.len() >= self.options.max_batch_commands
+                || (bytes + weight > self.options.max_batch_bytes && !items.is_empty());
+            if full {
+                break;
+            }
+            bytes += weight;
+            let pending = self.pending.pop_front().expect("front exists");
+            items.push((pending.ticket, pending.command));
+        }
+        items
+    }
+
+    fn refuse(&self, tickets: impl IntoIterator<Item = Ticket>, error: &CommitError) {
+        for ticket in tickets {
+            let _ = self.events.send(LogEvent::Refused {
+                ticket,
+                error: error.clone(),
+            });
+        }
+    }
+
+    /// Gets `commands` committed by the group's leader within the forward
+    /// timeout, or refuses them.
+    async fn submit(&mut self, mut commands: Vec<(Ticket, Command)>) {
+        let deadline = Instant::now() + self.options.forward_timeout;
+        let mut metrics = self.raft.metrics();
+        loop {
+            let (leader, term, leading) = {
+                let m = metrics.borrow_and_update();
+                (
+                    m.current_leader,
+                    m.current_term,
+                    m.state == ServerState::Leader,
+                )
+            };
+            if !leading {
+                self.refuse_dispatch_commands(&mut commands);
+                if commands.is_empty() {
+                    return;
+                }
+            }
+            let has_dispatch = commands.iter().any(|(_, c)| is_dispatch_command(c));
+            let proposal = Proposal {
+                origin: self.origin,
+                dispatch_term: if has_dispatch { term } else { 0 },
+                commands: commands.clone(),
+            };
+            let attempt = match leader {
+                Some(leader) if leading && leader == self.origin.node => {
+                    self.write_locally(proposal).await
+                }
+                Some(leader) => self.forward(leader, proposal).await,
+                None => Attempt::Retry,
+            };
+            match attempt {
+                Attempt::Committed(log_id) => {
+                    if !self.wait_applied(log_id, deadline).await {
+                        self.refuse(commands.iter().map(|(t, _)| *t), &CommitError::NoLeader);
+                    }
+                    return;
+                }
+                Attempt::Failed(error) => {
+                    self.refuse(commands.iter().map(|(t, _)| *t), &error);
+                    return;
+                }
+                Attempt::Retry => {}
+            }
+            // Wait for the membership or leader to change, or a moment.
+            let pause = tokio::time::sleep(Duration::from_millis(20));
+            tokio::select! {
+                _ = metrics.changed() => {}
+                _ = pause => {}
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    commands = commands.len(),
+                    "no leader committed a proposal in time"
+                );
+                self.refuse(commands.iter().map(|(t, _)| *t), &CommitError::NoLeader);
+                return;
+            }
+        }
+    }
+
+    fn refuse_dispatch_commands(&self, commands: &mut Vec<(Ticket, Command)>) {
+        let (dispatch, rest): (Vec<_>, Vec<_>) = std::mem::take(commands)
+            .into_iter()
+            .partition(|(_, c)| is_dispatch_command(c));
+        self.refuse(
+            dispatch.into_iter().map(|(t, _)| t),
+            &CommitError::NotLeader,
+        );
+        *commands = rest;
+    }
+
+    async fn write_locally(&self, proposal: Proposal) -> Attempt {
+        match self.raft.client_write(proposal).await {
+            Ok(response) => Attempt::Committed(response.log_id),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Attempt::Retry,
+            Err(RaftError::APIError(error)) => {
+                Attempt::Failed(CommitError::Storage(StorageError::Rocks(error.to_string())))
+            }
+            Err(RaftError::Fatal(fatal)) => {
+                let error = StorageError::Rocks(format!("raft stopped: {fatal}"));
+                *lock(&self.failure) = Some(error.clone());
+                Attempt::Failed(CommitError::Storage(error))
+            }
+        }
+    }
+
+    async fn forward(&self, leader: NodeId, proposal: Proposal) -> Attempt {
+        let member = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .cloned()
+        };
+        let Some(member) = member else {
+            return Attempt::Retry;
+        };
+        match self.forwarder.forward(leader, member, proposal).await {
+            Ok(log_id) => Attempt::Committed(log_id),
+            Err(ForwardError::NotLeader { .. } | ForwardError::Unreachable(_)) => Attempt::Retry,
+            Err(ForwardError::Refused(reason)) => {
+                Attempt::Failed(CommitError::Storage(StorageError::Rocks(reason)))
+            }
+        }
+    }
+
+    /// Waits until this node has applied `log_id` (its answers are then on
+    /// the stream); false if the deadline passed first.
+    async fn wait_applied(&self, log_id: LogId, deadline: Instant) -> bool {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if metrics
+                .borrow_and_update()
+                .last_applied
+                .is_some_and(|a| a.index >= log_id.index)
+            {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
+    }
+}
+
+enum Attempt {
+    Committed(LogId),
+    Failed(CommitError),
+    Retry,
+}

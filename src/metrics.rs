@@ -27,6 +27,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::broker::stats::{StatsFilter, TopicSnapshot};
 use crate::broker::Broker;
+use crate::http::cluster::replicated_view;
+use crate::replication::Replication;
 
 /// Content type of the Prometheus text format 0.0.4.
 pub const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -74,7 +76,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(broker: Arc<Broker>, commit: &CommitMetrics) -> Metrics {
+    pub fn new(
+        broker: Arc<Broker>,
+        commit: &CommitMetrics,
+        replication: Option<Arc<Replication>>,
+    ) -> Metrics {
         let mut registry = Registry::with_prefix("ledgerq");
         // Histogram names carry their unit without a `# UNIT` line, which
         // some OpenMetrics parsers refuse on histograms.
@@ -99,6 +105,9 @@ impl Metrics {
             commit.batch_bytes.clone(),
         );
         registry.register_collector(Box::new(BrokerCollector { broker }));
+        if let Some(replication) = replication {
+            registry.register_collector(Box::new(RaftCollector { replication }));
+        }
         Metrics { registry }
     }
 
@@ -312,6 +321,81 @@ impl Collector for BrokerCollector {
         for (name, help, unit, value) in node_counters {
             let mut family = Family::new(name, help);
             family.unit = unit;
+            family.push(Vec::new(), value.load(Ordering::Relaxed));
+            encode_counters(&mut encoder, family)?;
+        }
+        Ok(())
+    }
+}
+
+/// Redundancy mode: the raft group as this node sees it, at scrape time.
+struct RaftCollector {
+    replication: Arc<Replication>,
+}
+
+impl std::fmt::Debug for RaftCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for RaftCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let view = replicated_view(&self.replication);
+        let gauges = [
+            ("raft_term", "The current raft term", view.term),
+            (
+                "raft_committed_index",
+                "Highest raft index known committed (leader: held by a majority)",
+                view.committed_index,
+            ),
+            (
+                "raft_applied_index",
+                "Highest raft index applied here",
+                view.applied_index,
+            ),
+            (
+                "raft_leader_id",
+                "The node id of the leader this node knows (0 when none)",
+                view.leader_id.unwrap_or(0),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut family = Family::new(name, help);
+            family.push(Vec::new(), value);
+            encode_gauges(&mut encoder, family)?;
+        }
+        let mut role = Family::new("raft_role", "1 for this node's current raft role");
+        for name in ["leader", "follower", "candidate", "learner", "shutdown"] {
+            role.push(vec![("role", name)], u64::from(view.role == name));
+        }
+        encode_gauges(&mut encoder, role)?;
+        let ids: Vec<String> = view.members.iter().map(|m| m.node_id.to_string()).collect();
+        let mut lag = Family::new(
+            "raft_replication_lag",
+            "Leader only: raft entries each member is behind the leader's log",
+        );
+        for (member, id) in view.members.iter().zip(&ids) {
+            if let Some(behind) = member.lag {
+                lag.push(vec![("node_id", id.as_str())], behind);
+            }
+        }
+        encode_gauges(&mut encoder, lag)?;
+        let counters = &self.replication.counters;
+        let totals = [
+            (
+                "raft_elections",
+                "Raft terms this node has seen begin",
+                &counters.elections,
+            ),
+            (
+                "forwarded_proposals",
+                "Batches of writes this node forwarded to the leader and saw committed",
+                &counters.forwarded_proposals,
+            ),
+        ];
+        for (name, help, value) in totals {
+            let mut family = Family::new(name, help);
             family.push(Vec::new(), value.load(Ordering::Relaxed));
             encode_counters(&mut encoder, family)?;
         }

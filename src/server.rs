@@ -144,7 +144,7 @@ pub async fn start(
     };
     tracing::info!(%tcp_address, data_path = %args.data_path.display(), fsync = !args.unsafe_no_fsync, "TCP: listening");
     tracing::info!(%http_address, "HTTP: listening");
-    let metrics = Metrics::new(broker.clone(), &commit_metrics);
+    let metrics = Metrics::new(broker.clone(), &commit_metrics, replication.clone());
     let identity = node_identity(&args, tcp_address, http_address);
     let lookup_peers = LookupPeers::new(broker.clone(), identity, shutdown.clone());
     lookup_peers.set_addresses(args.lookupd_tcp_addresses.clone());

@@ -140,6 +140,27 @@ fn a_group_forms_replicates_and_only_the_leader_delivers() {
         "a follower delivered a message"
     );
 
+    // The group is visible in /metrics.
+    let metrics = http_request(cluster.node(leader).http_address, "GET", "/metrics", b"").body;
+    assert!(
+        metrics.contains("ledgerq_raft_role{role=\"leader\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ledgerq_raft_replication_lag{node_id=\""),
+        "{metrics}"
+    );
+    let metrics = http_request(cluster.node(follower).http_address, "GET", "/metrics", b"").body;
+    assert!(
+        metrics.contains("ledgerq_raft_role{role=\"follower\"} 1"),
+        "{metrics}"
+    );
+    let forwarded = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("ledgerq_forwarded_proposals_total "))
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    assert!(forwarded.is_some_and(|n| n >= 1), "{metrics}");
+
     // Every member applied the same entries.
     let applied = cluster.view(leader)["applied_index"].as_u64().unwrap();
     for id in 1..=3 {
@@ -470,4 +491,79 @@ fn a_killed_leaders_in_flight_messages_come_back_with_their_ids() {
         let attempts: Vec<u16> = seen.by_id[&message.id].iter().map(|(_, a)| *a).collect();
         assert_eq!(attempts, vec![2], "{body}: attempts after the failover");
     }
+}
+
+#[test]
+fn a_dead_member_is_replaced_without_losing_messages() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3]);
+    let http = cluster.node(leader).http_address;
+    http_request(http, "POST", "/topic/create?topic=ledger", b"").assert_empty();
+    http_request(
+        http,
+        "POST",
+        "/channel/create?topic=ledger&channel=books",
+        b"",
+    )
+    .assert_empty();
+    let mut expected = BTreeSet::new();
+    let mut publish = |cluster: &Cluster, via: u64, label: &str| {
+        let mut publisher = RawClient::connect(cluster.node(via).tcp_address);
+        for i in 0..30 {
+            let body = format!("{label}-{i}");
+            publisher.publish("ledger", body.as_bytes());
+            expected.insert(body);
+        }
+    };
+    publish(&cluster, leader, "before");
+
+    // Member 3 dies for good (its disk is lost).
+    cluster.kill(3);
+    let leader = cluster.wait_for_leader(&[1, 2]);
+    publish(&cluster, leader, "degraded");
+
+    // A fresh node 4 replaces it: added through a follower, 3 removed.
+    let grpc = cluster.start_new_member(4);
+    let follower = cluster
+        .others(leader)
+        .into_iter()
+        .find(|&id| id != 4)
+        .unwrap();
+    let add = format!("/cluster/add?node_id=4&grpc_address={grpc}");
+    http_request(cluster.node(follower).http_address, "POST", &add, b"").assert_ok();
+    http_request(
+        cluster.node(leader).http_address,
+        "POST",
+        "/cluster/remove?node_id=3",
+        b"",
+    )
+    .assert_ok();
+    let view = cluster.view(leader);
+    let voters: BTreeSet<u64> = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["voter"] == true)
+        .map(|m| m["node_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(voters, BTreeSet::from([1, 2, 4]), "{view}");
+    assert_eq!(cluster.view(4)["cluster_id"], view["cluster_id"]);
+
+    // Now the leader dies too: 4 and the other survivor carry on.
+    publish(&cluster, leader, "replaced");
+    cluster.kill(leader);
+    let survivors = cluster.running();
+    let new_leader = cluster.wait_for_leader(&survivors);
+    publish(&cluster, new_leader, "after");
+    let mut reader = consumer(cluster.node(new_leader).tcp_address, "ledger", "books", 200);
+    let seen = consume_all(&mut reader, &expected);
+    seen.assert_redeliveries_keep_ids();
+
+    let bad = http_request(
+        cluster.node(new_leader).http_address,
+        "POST",
+        "/cluster/add?node_id=x&grpc_address=a:1",
+        b"",
+    );
+    bad.assert_error(400, "INVALID_ARG_NODE_ID");
 }

@@ -1,5 +1,7 @@
 //! `GET /cluster`: this node's view of its replica group (or that it runs
-//! alone), and `PUT /cluster/faults` (tests only: cut or delay raft links).
+//! alone); `POST /cluster/add` and `POST /cluster/remove`: membership
+//! changes, on any member, answered once committed; `PUT /cluster/faults`
+//! (tests only: cut or delay raft links).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -13,6 +15,7 @@ use serde::Serialize;
 use super::query::Params;
 use super::response::{HttpError, Reply, V1Result};
 use super::HttpState;
+use crate::replication::membership::{self, Change, ChangeError};
 use crate::replication::Replication;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -140,6 +143,66 @@ pub async fn cluster(State(state): State<Arc<HttpState>>) -> V1Result {
         }
     };
     Reply::json(&view)
+}
+
+fn replication(state: &HttpState) -> Result<&Arc<Replication>, HttpError> {
+    state
+        .replication
+        .as_ref()
+        .ok_or(HttpError::bad_request("NOT_REPLICATED"))
+}
+
+fn node_id_param(params: &Params) -> Result<NodeId, HttpError> {
+    let text = params
+        .get("node_id")
+        .ok_or(HttpError::bad_request("MISSING_ARG_NODE_ID"))?;
+    match text.parse() {
+        Ok(0) | Err(_) => Err(HttpError::bad_request("INVALID_ARG_NODE_ID")),
+        Ok(id) => Ok(id),
+    }
+}
+
+async fn apply_change(replication: &Replication, change: Change) -> V1Result {
+    match membership::change(replication, change).await {
+        Ok(_) => Ok(Reply::Text("OK")),
+        Err(ChangeError::NoLeader) => Err(HttpError::no_leader()),
+        Err(error @ ChangeError::BadMember(_)) => {
+            tracing::warn!(%error, "membership change refused");
+            Err(HttpError::bad_request("BAD_MEMBER"))
+        }
+        Err(error @ ChangeError::Refused(_)) => {
+            tracing::warn!(%error, "membership change refused");
+            Err(HttpError::bad_request("MEMBERSHIP_CHANGE_REFUSED"))
+        }
+    }
+}
+
+/// `POST /cluster/add?node_id=N&grpc_address=HOST:PORT`: the node (started
+/// with `--node-id N` and an empty data dir) joins as a learner, catches
+/// up, and becomes a voter.
+pub async fn add(State(state): State<Arc<HttpState>>, RawQuery(query): RawQuery) -> V1Result {
+    let replication = replication(&state)?;
+    let params = Params::parse(query.as_deref())?;
+    let node_id = node_id_param(&params)?;
+    let grpc_address = params
+        .get("grpc_address")
+        .ok_or(HttpError::bad_request("MISSING_ARG_GRPC_ADDRESS"))?;
+    if !crate::replication::config::is_host_port(grpc_address) {
+        return Err(HttpError::bad_request("INVALID_ARG_GRPC_ADDRESS"));
+    }
+    let change = Change::Add {
+        node_id,
+        grpc_address: grpc_address.to_owned(),
+    };
+    apply_change(replication, change).await
+}
+
+/// `POST /cluster/remove?node_id=N`: the member leaves the group.
+pub async fn remove(State(state): State<Arc<HttpState>>, RawQuery(query): RawQuery) -> V1Result {
+    let replication = replication(&state)?;
+    let params = Params::parse(query.as_deref())?;
+    let node_id = node_id_param(&params)?;
+    apply_change(replication, Change::Remove { node_id }).await
 }
 
 /// `PUT /cluster/faults?cut=2,3&delay_ms=0`: cuts this node's raft links to

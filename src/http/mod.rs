@@ -119,6 +119,11 @@ pub fn router(state: Arc<HttpState>) -> Router {
                 .fallback(not_allowed),
         )
         .route("/cluster", get(cluster::cluster).fallback(not_allowed))
+        .route("/cluster/add", post(cluster::add).fallback(not_allowed))
+        .route(
+            "/cluster/remove",
+            post(cluster::remove).fallback(not_allowed),
+        )
         .route(
             "/cluster/faults",
             axum::routing::put(cluster::faults).fallback(not_allowed),

@@ -77,7 +77,7 @@ pub fn parse_replicas(list: &str) -> Result<BTreeMap<NodeId, String>, ConfigErro
 }
 
 /// `HOST:PORT` with a non-empty host and a port number.
-fn is_host_port(address: &str) -> bool {
+pub fn is_host_port(address: &str) -> bool {
     if address.parse::<SocketAddr>().is_ok() {
         return true;
     }

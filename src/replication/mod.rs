@@ -16,12 +16,14 @@ pub mod bootstrap;
 pub mod config;
 pub mod faults;
 pub mod identity;
+pub mod membership;
 pub mod network;
 pub mod rpc;
 pub mod service;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -62,6 +64,29 @@ pub struct Replication {
     pub peers: Peers,
     pub faults: Arc<LinkFaults>,
     pub fault_injection: bool,
+    pub counters: Arc<Counters>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Proposals this node forwarded to the leader and saw committed.
+    pub forwarded_proposals: AtomicU64,
+    /// Terms this node has seen begin (each is an election).
+    pub elections: AtomicU64,
+}
+
+/// Counts every term this node sees begin.
+async fn count_elections(raft: Raft, counters: Arc<Counters>) {
+    let mut metrics = raft.metrics();
+    let mut term = metrics.borrow().current_term;
+    while metrics.changed().await.is_ok() {
+        let now = metrics.borrow().current_term;
+        if now > term {
+            counters.elections.fetch_add(now - term, Ordering::Relaxed);
+            term = now;
+        }
+    }
 }
 
 /// Where a data directory says which mode made it.
@@ -177,10 +202,18 @@ pub async fn open(
     )
     .await
     .context("starting raft")?;
-    let service = service::RaftService {
+    let counters = Arc::new(Counters::default());
+    tokio::spawn(count_elections(raft.clone(), counters.clone()));
+    let replication = Arc::new(Replication {
         raft: raft.clone(),
-        identity: identity.clone(),
+        config: config.clone(),
+        peers: peers.clone(),
         faults: faults.clone(),
+        fault_injection,
+        counters: counters.clone(),
+    });
+    let service = service::RaftService {
+        replication: replication.clone(),
     };
     let server = rpc::pb::raft_server::RaftServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -205,6 +238,7 @@ pub async fn open(
     let forwarder = Arc::new(GrpcForwarder {
         peers: peers.clone(),
         timeout: config.forward_timeout,
+        counters,
     });
     let log = ReplicatedLog::start(
         raft.clone(),
@@ -231,13 +265,6 @@ pub async fn open(
         broker_options,
         Leadership::replicated(),
     );
-    let replication = Arc::new(Replication {
-        raft,
-        config,
-        peers,
-        faults,
-        fault_injection,
-    });
     Ok(Opened {
         broker,
         replication,

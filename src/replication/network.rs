@@ -201,12 +201,14 @@ impl RaftNetwork<TypeConfig> for PeerLink {
 pub struct GrpcForwarder {
     pub peers: Peers,
     pub timeout: Duration,
+    pub counters: Arc<super::Counters>,
 }
 
 impl Forwarder for GrpcForwarder {
     fn forward(&self, leader: NodeId, member: Member, proposal: Proposal) -> ForwardFuture {
         let peers = self.peers.clone();
         let timeout = self.timeout;
+        let counters = self.counters.clone();
         Box::pin(async move {
             if !peers.faults.pass(leader).await {
                 return Err(ForwardError::Unreachable(format!(
@@ -228,6 +230,9 @@ impl Forwarder for GrpcForwarder {
                     let log_id = response.into_inner().log_id.ok_or_else(|| {
                         ForwardError::Refused("forward answer without a log id".into())
                     })?;
+                    counters
+                        .forwarded_proposals
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     Ok(log_id_from_pb(&log_id))
                 }
                 Err(status) if status.code() == tonic::Code::FailedPrecondition => {

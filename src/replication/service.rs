@@ -5,18 +5,16 @@
 
 use std::sync::Arc;
 
-use ledgerq_storage::raft::{log_id_to_pb, proposal_from_pb, NodeId, Raft};
+use ledgerq_storage::raft::{log_id_to_pb, proposal_from_pb, NodeId};
 use openraft::error::{ClientWriteError, RaftError};
 use tonic::{Request, Response, Status};
 
-use super::faults::LinkFaults;
-use super::identity::ClusterIdentity;
+use super::membership;
 use super::rpc::{self, pb};
+use super::Replication;
 
 pub struct RaftService {
-    pub raft: Raft,
-    pub identity: Arc<ClusterIdentity>,
-    pub faults: Arc<LinkFaults>,
+    pub replication: Arc<Replication>,
 }
 
 fn invalid(error: impl std::fmt::Display) -> Status {
@@ -30,12 +28,15 @@ fn unavailable(error: impl std::fmt::Display) -> Status {
 impl RaftService {
     /// Cluster check, then the fault seam (a cut link refuses the sender).
     fn admit(&self, cluster_id: &str, sender: NodeId, may_adopt: bool) -> Result<(), Status> {
-        if self.faults.is_cut(sender) {
+        if self.replication.faults.is_cut(sender) {
             return Err(Status::unavailable(format!(
                 "link from node {sender} cut by fault injection"
             )));
         }
-        self.identity.check(cluster_id, may_adopt)
+        self.replication
+            .peers
+            .identity()
+            .check(cluster_id, may_adopt)
     }
 }
 
@@ -49,7 +50,12 @@ impl pb::raft_server::Raft for RaftService {
         let sender = request.vote.as_ref().map(|v| v.node_id).unwrap_or_default();
         self.admit(&request.cluster_id, sender, true)?;
         let rpc = rpc::append_from_pb(request).map_err(invalid)?;
-        let response = self.raft.append_entries(rpc).await.map_err(unavailable)?;
+        let response = self
+            .replication
+            .raft
+            .append_entries(rpc)
+            .await
+            .map_err(unavailable)?;
         Ok(Response::new(rpc::append_response_to_pb(&response)))
     }
 
@@ -61,7 +67,7 @@ impl pb::raft_server::Raft for RaftService {
         let sender = request.vote.as_ref().map(|v| v.node_id).unwrap_or_default();
         self.admit(&request.cluster_id, sender, false)?;
         let rpc = rpc::vote_request_from_pb(request).map_err(invalid)?;
-        let response = self.raft.vote(rpc).await.map_err(unavailable)?;
+        let response = self.replication.raft.vote(rpc).await.map_err(unavailable)?;
         Ok(Response::new(rpc::vote_response_to_pb(&response)))
     }
 
@@ -73,7 +79,12 @@ impl pb::raft_server::Raft for RaftService {
         let sender = request.vote.as_ref().map(|v| v.node_id).unwrap_or_default();
         self.admit(&request.cluster_id, sender, true)?;
         let rpc = rpc::snapshot_from_pb(request).map_err(invalid)?;
-        let response = self.raft.install_snapshot(rpc).await.map_err(unavailable)?;
+        let response = self
+            .replication
+            .raft
+            .install_snapshot(rpc)
+            .await
+            .map_err(unavailable)?;
         Ok(Response::new(rpc::snapshot_response_to_pb(&response)))
     }
 
@@ -87,7 +98,7 @@ impl pb::raft_server::Raft for RaftService {
             .ok_or_else(|| invalid("forward without a proposal"))?;
         self.admit(&request.cluster_id, proposal.origin_node, false)?;
         let proposal = proposal_from_pb(proposal).map_err(invalid)?;
-        match self.raft.client_write(proposal).await {
+        match self.replication.raft.client_write(proposal).await {
             Ok(response) => Ok(Response::new(pb::ForwardResponse {
                 log_id: Some(log_id_to_pb(&response.log_id)),
             })),
@@ -98,22 +109,46 @@ impl pb::raft_server::Raft for RaftService {
         }
     }
 
+    async fn change_membership(
+        &self,
+        request: Request<pb::ChangeMembershipRequest>,
+    ) -> Result<Response<pb::ChangeMembershipResponse>, Status> {
+        let request = request.into_inner();
+        self.admit(&request.cluster_id, request.from_node, false)?;
+        let change = membership::from_pb(request).ok_or_else(|| invalid("no change named"))?;
+        match membership::on_leader(&self.replication, &change).await {
+            Ok(log_id) => Ok(Response::new(membership::log_id_pb(&log_id))),
+            Err(membership::ChangeError::NoLeader) => {
+                Err(Status::failed_precondition("not the leader"))
+            }
+            Err(error) => Err(Status::aborted(error.to_string())),
+        }
+    }
+
     async fn hello(
         &self,
         request: Request<pb::HelloRequest>,
     ) -> Result<Response<pb::HelloResponse>, Status> {
         let request = request.into_inner();
-        if self.faults.is_cut(request.from_node) {
+        if self.replication.faults.is_cut(request.from_node) {
             return Err(Status::unavailable("link cut by fault injection"));
         }
         if request.adopt && !request.cluster_id.is_empty() {
-            self.identity.adopt(&request.cluster_id)?;
+            self.replication
+                .peers
+                .identity()
+                .adopt(&request.cluster_id)?;
         }
-        let initialized = self.raft.is_initialized().await.map_err(unavailable)?;
-        let member = &self.identity.member;
+        let initialized = self
+            .replication
+            .raft
+            .is_initialized()
+            .await
+            .map_err(unavailable)?;
+        let member = &self.replication.peers.identity().member;
         Ok(Response::new(pb::HelloResponse {
-            node_id: self.identity.node_id,
-            cluster_id: self.identity.cluster_id(),
+            node_id: self.replication.peers.identity().node_id,
+            cluster_id: self.replication.peers.identity().cluster_id(),
             initialized,
             member: Some(ledgerq_storage::pb::raft::Member {
                 grpc_address: member.grpc_address.clone(),

@@ -79,6 +79,17 @@ impl Cluster {
         self.nodes.insert(id, server);
     }
 
+    /// Starts a new node `id` (empty data dir) that knows the group but
+    /// is not a member yet: its `--replicas` lists the group and itself,
+    /// and it is not the lowest id, so it waits to be added.
+    pub fn start_new_member(&mut self, id: u64) -> SocketAddr {
+        let grpc = free_address();
+        self.grpc.insert(id, grpc);
+        self.replicas = format!("{},{id}={grpc}", self.replicas);
+        self.start_node(id);
+        grpc
+    }
+
     pub fn node(&self, id: u64) -> &Server {
         &self.nodes[&id]
     }

@@ -104,8 +104,9 @@ impl Broker {
     }
 
     /// Makes the in-memory topics and channels show an applied command.
-    /// Deliver, Finish and Requeue change nothing here: the node that
-    /// dispatches changed its channel before proposing them.
+    /// Deliver, Finish and Requeue change nothing on the node that
+    /// dispatches (it changed its channel before proposing them); a node
+    /// that does not dispatch follows them (`channel/follower.rs`).
     fn apply_entry(&self, state: &mut BrokerState, command: Command, outcome: &Outcome) {
         match (*outcome, command) {
             (Outcome::TopicCreated { topic, created }, Command::CreateTopic { name }) => {
@@ -196,7 +197,40 @@ impl Broker {
                 entry.set_handed_over(handed_over);
                 self.dispatch_topic(state, topic);
             }
-            (Outcome::Delivered | Outcome::Finished { .. } | Outcome::Requeued, _) => {}
+            (Outcome::Delivered | Outcome::Finished { .. } | Outcome::Requeued, _)
+                if state.leadership.may_dispatch() => {}
+            (
+                Outcome::Delivered,
+                Command::Deliver {
+                    channel,
+                    delivered_up_to,
+                    redeliveries,
+                },
+            ) => {
+                if let Some(entry) = state.channel_by_id_mut(channel) {
+                    let offsets: Vec<u64> =
+                        redeliveries.iter().map(|(offset, _)| *offset).collect();
+                    entry.follow_deliver(delivered_up_to, &offsets);
+                }
+            }
+            (Outcome::Finished { .. }, Command::Finish { channel, offsets }) => {
+                if let Some(entry) = state.channel_by_id_mut(channel) {
+                    entry.follow_finish(&offsets);
+                }
+            }
+            (
+                Outcome::Requeued,
+                Command::Requeue {
+                    channel,
+                    offset,
+                    attempts,
+                    deliver_at_ms,
+                },
+            ) => {
+                if let Some(entry) = state.channel_by_id_mut(channel) {
+                    entry.follow_requeue(offset, attempts, deliver_at_ms, crate::clock::now_ms());
+                }
+            }
             (outcome, command) => {
                 unreachable!("{command:?} cannot have had the outcome {outcome:?}")
             }

@@ -17,6 +17,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::client::{Client, ClientId, Outbound};
+mod follower;
+
 use super::latency::LatencyWindow;
 use super::message::Message;
 use super::topic::TopicView;

@@ -2,6 +2,7 @@
 //! the NSQ TCP protocol, with their own client ([`nsq`]), so they measure
 //! what any NSQ client would see.
 
+pub mod group;
 pub mod nsq;
 pub mod server;
 pub mod util;

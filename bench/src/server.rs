@@ -23,6 +23,8 @@ pub struct ServerCommand {
     pub data_path: PathBuf,
     /// `127.0.0.1:0` lets the server pick a free port (read back from its log).
     pub tcp_address: SocketAddr,
+    /// `None`: `127.0.0.1:0` (a free port, unused by the benchmarks).
+    pub http_address: Option<SocketAddr>,
     /// More flags for `ledgerq serve`.
     pub extra_args: Vec<String>,
     /// The server's stderr is appended here.
@@ -34,7 +36,10 @@ impl ServerCommand {
         let mut args = vec![
             "serve".to_string(),
             format!("--tcp-address={}", self.tcp_address),
-            "--http-address=127.0.0.1:0".to_string(),
+            match self.http_address {
+                Some(address) => format!("--http-address={address}"),
+                None => "--http-address=127.0.0.1:0".to_string(),
+            },
             format!("--data-path={}", self.data_path.display()),
         ];
         args.extend(self.extra_args.iter().cloned());

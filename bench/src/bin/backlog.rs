@@ -798,6 +798,7 @@ async fn main() -> Result<()> {
         binary: binary.clone(),
         data_path: data_path.clone(),
         tcp_address: "127.0.0.1:0".parse()?,
+        http_address: None,
         extra_args: args.server_args.clone(),
         log_path: work_dir.join("server.log"),
     };

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use ledgerq_bench::group::Group;
 use ledgerq_bench::server::{self, ServerCommand, Stop};
 use ledgerq_bench::util::{self, thousands, UtcTime};
 use serde::Serialize;
@@ -24,8 +25,13 @@ use serde_json::Value;
 )]
 struct Args {
     /// ledgerq modes to run: fsync (the default server), nofsync
-    /// (`--unsafe-no-fsync`); none with `--modes ''`.
-    #[arg(long, value_delimiter = ',', default_value = "fsync,nofsync")]
+    /// (`--unsafe-no-fsync`), replicated (a three-member replica group on
+    /// this machine, cells against its leader); none with `--modes ''`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "fsync,nofsync,replicated"
+    )]
     modes: Vec<String>,
 
     /// Also run the matrix against this NSQ TCP address (nsqd, another broker).
@@ -197,6 +203,9 @@ struct ModeReport {
     peak_hwm_mib: Option<f64>,
     /// Server CPU seconds over the whole mode.
     total_cpu_seconds: Option<f64>,
+    /// Replica group only: from the leader's SIGKILL to the first publish
+    /// a surviving member acknowledged.
+    failover_ms: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -564,19 +573,61 @@ impl Target {
     }
 }
 
+/// The name of the replica-group mode in reports.
+const REPLICATED: &str = "ledgerq replicated (3 members)";
+
+/// A publish cell's msg/s (200-byte bodies).
+fn publish_rate(mode: &ModeReport, connections: usize, batch: usize) -> Option<f64> {
+    mode.cells
+        .iter()
+        .find(|c| {
+            c.kind == "publish" && c.connections == connections && c.batch == batch && c.size == 200
+        })
+        .map(|c| c.msgs_per_sec)
+}
+
+/// The redundancy-mode goals: the group against single node (fsync) of
+/// the same run, on the same machine.
+fn replicated_targets(report: &Report, mode: &ModeReport) -> Vec<Target> {
+    let single = report.modes.iter().find(|m| m.name == "ledgerq fsync");
+    let single_mpub = single.and_then(|m| publish_rate(m, 2, 200));
+    let group_mpub = publish_rate(mode, 2, 200);
+    let latency = mode
+        .cells
+        .iter()
+        .find(|c| c.kind == "latency")
+        .filter(|_| report.rate == 10_000.0);
+    vec![
+        Target {
+            what: "MPUB-200 x 200 B, 2 connections: group / single node",
+            goal: 0.5,
+            unit: "x",
+            higher_is_better: true,
+            measured: group_mpub.zip(single_mpub).map(|(g, s)| g / s),
+        },
+        Target {
+            what: "publishing resumes after the leader's SIGKILL",
+            goal: 3000.0,
+            unit: "ms",
+            higher_is_better: false,
+            measured: mode.failover_ms,
+        },
+        Target {
+            what: "publish ack p99 at 10,000 msg/s",
+            goal: 10.0,
+            unit: "ms",
+            higher_is_better: false,
+            measured: latency.and_then(|c| c.loadgen["publish"]["ack_latency"]["p99_ms"].as_f64()),
+        },
+    ]
+}
+
 /// The goals for 2-core machines, read off one mode's cells.
 fn targets(report: &Report, mode: &ModeReport) -> Vec<Target> {
-    let publish = |connections: usize, batch: usize| {
-        mode.cells
-            .iter()
-            .find(|c| {
-                c.kind == "publish"
-                    && c.connections == connections
-                    && c.batch == batch
-                    && c.size == 200
-            })
-            .map(|c| c.msgs_per_sec)
-    };
+    if mode.name == REPLICATED {
+        return replicated_targets(report, mode);
+    }
+    let publish = |connections: usize, batch: usize| publish_rate(mode, connections, batch);
     let cell = |kind: &str| mode.cells.iter().find(|c| c.kind == kind);
     let latency = cell("latency").filter(|_| report.rate == 10_000.0);
     vec![
@@ -726,6 +777,7 @@ async fn start_ledgerq(
         binary: binary.to_path_buf(),
         data_path: work.join(format!("{name}-data")),
         tcp_address: "127.0.0.1:0".parse()?,
+        http_address: None,
         extra_args: extra.iter().map(|s| s.to_string()).collect(),
         log_path: work.join(format!("{name}.log")),
     };
@@ -733,6 +785,46 @@ async fn start_ledgerq(
     let (address, _) = process.wait_listening(Duration::from_secs(30)).await?;
     server::wait_accepting(address, Instant::now(), Duration::from_secs(30)).await?;
     Ok((process, address, command.display()))
+}
+
+/// The `replicated` mode: the cells against the leader of a three-member
+/// group (fsync on every member), all on this machine.
+async fn run_group(args: &Args, ledgerq: &Path, loadgen: &Path, work: &Path) -> Result<ModeReport> {
+    let mut group = Group::start(ledgerq, work, &[]).await?;
+    eprintln!("== replicated: leader {}", group.display);
+    let leader = &group.members[group.leader];
+    let runner = Runner {
+        args,
+        loadgen: loadgen.to_path_buf(),
+        address: group.tcp[group.leader].to_string(),
+        pid: Some(leader.pid),
+    };
+    let pids: Vec<u32> = group.members.iter().map(|m| m.pid).collect();
+    let cpu = |pids: &[u32]| -> Result<f64> {
+        pids.iter()
+            .map(|pid| ProcSample::of(*pid).map(|s| s.cpu_seconds))
+            .sum()
+    };
+    let start = cpu(&pids)?;
+    let cells = runner.run_all().await?;
+    let total_cpu_seconds = cpu(&pids)? - start;
+    let hwm: f64 = group
+        .members
+        .iter()
+        .map(|m| m.memory().map(|m| m.hwm_mib()))
+        .sum::<Result<f64>>()?;
+    let server = format!("3 members on this machine; leader: {}", group.display);
+    let failover = group.time_failover("failover").await?;
+    eprintln!("== replicated: publishing resumed {failover:?} after the leader's SIGKILL");
+    group.stop().await?;
+    Ok(ModeReport {
+        name: REPLICATED.to_string(),
+        server,
+        cells,
+        peak_hwm_mib: Some(hwm),
+        total_cpu_seconds: Some(total_cpu_seconds),
+        failover_ms: Some(failover.as_secs_f64() * 1000.0),
+    })
 }
 
 #[tokio::main]
@@ -754,10 +846,14 @@ async fn main() -> Result<()> {
 
     let mut modes = Vec::new();
     for mode in args.modes.iter().filter(|m| !m.is_empty()) {
+        if mode == "replicated" {
+            modes.push(run_group(&args, &ledgerq, &loadgen, &work).await?);
+            continue;
+        }
         let extra: &[&str] = match mode.as_str() {
             "fsync" => &[],
             "nofsync" => &["--unsafe-no-fsync"],
-            other => bail!("unknown mode {other:?} (fsync, nofsync)"),
+            other => bail!("unknown mode {other:?} (fsync, nofsync, replicated)"),
         };
         let (process, address, display) = start_ledgerq(&ledgerq, &work, mode, extra).await?;
         eprintln!("== {mode}: {display}");
@@ -778,6 +874,7 @@ async fn main() -> Result<()> {
             cells,
             peak_hwm_mib: Some(hwm),
             total_cpu_seconds: Some(end.cpu_seconds - start.cpu_seconds),
+            failover_ms: None,
         });
     }
     if let Some(target) = &args.target {
@@ -803,6 +900,7 @@ async fn main() -> Result<()> {
                 .and_then(|pid| server::Memory::of(pid).ok())
                 .map(|m| m.hwm_mib()),
             total_cpu_seconds: start.zip(end).map(|(s, e)| e.cpu_seconds - s.cpu_seconds),
+            failover_ms: None,
         });
     }
     let _ = std::fs::remove_dir_all(&work);

@@ -44,6 +44,8 @@ use network::{GrpcForwarder, Network, Peers};
 
 /// The largest gRPC message either side accepts (a batch of entries).
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
+/// The longest a single forward attempt waits for the leader's answer.
+const MAX_FORWARD_ATTEMPT: Duration = Duration::from_secs(2);
 /// The largest proposal (one raft entry) the proposer builds.
 const MAX_PROPOSAL_BYTES: usize = 4 << 20;
 
@@ -235,9 +237,13 @@ pub async fn open(
         peers.clone(),
         shutdown.clone(),
     ));
+    // One forward attempt waits at most this long, so that a proposal sent
+    // to a leader that hangs (paused, partitioned) is retried at the next
+    // leader within the same --forward-timeout.
+    let attempt_timeout = config.forward_timeout.min(MAX_FORWARD_ATTEMPT);
     let forwarder = Arc::new(GrpcForwarder {
         peers: peers.clone(),
-        timeout: config.forward_timeout,
+        timeout: attempt_timeout,
         counters,
     });
     let log = ReplicatedLog::start(

@@ -319,7 +319,7 @@ impl Proposer {
             };
             let attempt = match leader {
                 Some(leader) if leading && leader == self.origin.node => {
-                    self.write_locally(proposal).await
+                    self.write_locally(proposal, deadline).await
                 }
                 Some(leader) => self.forward(leader, proposal).await,
                 None => Attempt::Retry,
@@ -365,8 +365,15 @@ impl Proposer {
         *commands = rest;
     }
 
-    async fn write_locally(&self, proposal: Proposal) -> Attempt {
-        match self.raft.client_write(proposal).await {
+    /// Appends the proposal here (this node leads) and waits, until
+    /// `deadline`, for it to commit: a leader cut off from its majority
+    /// never commits, and its proposals are refused, never acknowledged.
+    async fn write_locally(&self, proposal: Proposal, deadline: Instant) -> Attempt {
+        let written = tokio::time::timeout_at(deadline, self.raft.client_write(proposal)).await;
+        let Ok(written) = written else {
+            return Attempt::Failed(CommitError::NoLeader);
+        };
+        match written {
             Ok(response) => Attempt::Committed(response.log_id),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Attempt::Retry,
             Err(RaftError::APIError(error)) => {

@@ -572,3 +572,35 @@ fn a_dead_member_is_replaced_without_losing_messages() {
     );
     bad.assert_error(400, "INVALID_ARG_NODE_ID");
 }
+
+#[test]
+fn a_deferred_message_survives_a_failover_and_keeps_its_time() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3]);
+    let http = cluster.node(leader).http_address;
+    http_request(http, "POST", "/topic/create?topic=reminders", b"").assert_empty();
+    http_request(
+        http,
+        "POST",
+        "/channel/create?topic=reminders&channel=mail",
+        b"",
+    )
+    .assert_empty();
+    let follower = cluster.others(leader)[0];
+    let mut publisher = RawClient::connect(cluster.node(follower).tcp_address);
+    let defer_ms = 2_000;
+    let published_at = Instant::now();
+    publisher.command_with_body(&format!("DPUB reminders {defer_ms}"), b"later");
+    publisher.expect_response("OK");
+    cluster.kill(leader);
+    let survivors = cluster.running();
+    let new_leader = cluster.wait_for_leader(&survivors);
+    let mut reader = consumer(cluster.node(new_leader).tcp_address, "reminders", "mail", 1);
+    let message = reader.read_message();
+    let waited = published_at.elapsed();
+    assert_eq!(message.body, b"later");
+    assert!(
+        waited >= Duration::from_millis(defer_ms),
+        "delivered {waited:?} after a DPUB of {defer_ms} ms"
+    );
+}

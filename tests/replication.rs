@@ -604,3 +604,55 @@ fn a_deferred_message_survives_a_failover_and_keeps_its_time() {
         "delivered {waited:?} after a DPUB of {defer_ms} ms"
     );
 }
+
+#[test]
+fn followers_serve_admin_calls_and_their_own_memory_only_topics() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3]);
+    let follower = cluster.others(leader)[0];
+    let on_follower = cluster.node(follower).http_address;
+    http_request(on_follower, "POST", "/topic/create?topic=audit", b"").assert_empty();
+    http_request(
+        on_follower,
+        "POST",
+        "/channel/create?topic=audit&channel=c",
+        b"",
+    )
+    .assert_empty();
+    let pause = http_request(
+        on_follower,
+        "POST",
+        "/channel/pause?topic=audit&channel=c",
+        b"",
+    );
+    assert_eq!(pause.status, 200, "{pause:?}");
+    for id in 1..=3 {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let stats = http_request(
+                cluster.node(id).http_address,
+                "GET",
+                "/stats?format=json&topic=audit",
+                b"",
+            );
+            let stats: serde_json::Value = serde_json::from_str(&stats.body).unwrap();
+            if stats["topics"][0]["channels"][0]["paused"] == true {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {id}: {stats}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    // A memory-only topic belongs to the node it lives on: a follower
+    // delivers it itself.
+    let mut reader = consumer(
+        cluster.node(follower).tcp_address,
+        "scratch#ephemeral",
+        "c#ephemeral",
+        1,
+    );
+    let mut publisher = RawClient::connect(cluster.node(follower).tcp_address);
+    publisher.publish("scratch#ephemeral", b"local");
+    assert_eq!(reader.read_message().body, b"local");
+}

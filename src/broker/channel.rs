@@ -276,12 +276,16 @@ impl Channel {
     /// This node stopped leading: every in-flight message is ready again
     /// (the new leader redelivers it; this copy only serves stats until
     /// the next rebuild).
-    pub fn release_in_flight(&mut self) {
+    /// Returns the client of each released message.
+    pub fn release_in_flight(&mut self) -> Vec<ClientId> {
         let offsets: Vec<u64> = self.in_flight.keys().copied().collect();
+        let mut clients = Vec::with_capacity(offsets.len());
         for offset in offsets {
             let flight = self.take_in_flight(offset).expect("listed above");
+            clients.push(flight.client);
             self.requeue_now(offset, flight.attempts, Some(flight.message));
         }
+        clients
     }
 
     fn take_in_flight(&mut self, offset: u64) -> Option<InFlight> {

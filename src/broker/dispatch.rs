@@ -103,11 +103,13 @@ impl Broker {
     pub fn tick(&self) {
         let now_ms = clock::now_ms();
         let mut state = self.lock();
-        if !state.leadership.may_dispatch() {
-            return;
-        }
         let mut due = Vec::new();
-        let topic_ids: Vec<u64> = state.topics().map(|t| t.id()).collect();
+        let may_dispatch = state.leadership.may_dispatch();
+        let topic_ids: Vec<u64> = state
+            .topics()
+            .filter(|t| may_dispatch || t.is_ephemeral())
+            .map(|t| t.id())
+            .collect();
         for topic_id in topic_ids {
             let (topic, clients) = state.topic_and_clients(topic_id).expect("listed above");
             for channel in topic.channels_mut().filter(|c| c.has_timers()) {
@@ -141,14 +143,17 @@ impl Broker {
     }
 
     pub(super) fn dispatch_channel(&self, state: &mut BrokerState, topic_id: u64, channel_id: u64) {
-        if !state.leadership.may_dispatch() {
-            return;
-        }
+        let may_dispatch = state.leadership.may_dispatch();
         let generation = state.leadership.generation;
         let Some((topic, clients)) = state.topic_and_clients(topic_id) else {
             return;
         };
         let durable_topic = !topic.is_ephemeral();
+        // Replicated state is dispatched by the leader only; a memory-only
+        // (#ephemeral) topic is this node's own and dispatched here.
+        if durable_topic && !may_dispatch {
+            return;
+        }
         let Some((channel, view)) = topic.channel_and_view(channel_id) else {
             return;
         };

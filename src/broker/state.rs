@@ -195,7 +195,15 @@ impl BrokerState {
             .values()
             .filter_map(|c| c.subscription.map(|s| (c.id, s)))
             .collect();
-        for (client_id, (_, channel_id)) in subscribed {
+        for (client_id, (topic_id, channel_id)) in subscribed {
+            let memory_only = self
+                .topic_names
+                .get(&topic_id)
+                .and_then(|name| self.topics.get(name))
+                .is_some_and(Topic::is_ephemeral);
+            if memory_only {
+                continue;
+            }
             let client = self.clients.get_mut(&client_id).expect("listed above");
             client.in_flight_count = 0;
             let channel = self
@@ -218,14 +226,21 @@ impl BrokerState {
     }
 
     /// This node stopped leading: nothing stays in flight here.
+    /// (Memory-only topics are this node's own and keep theirs.)
     pub fn release_in_flight(&mut self) {
-        for topic in self.topics.values_mut() {
-            for channel in topic.channels_mut() {
-                channel.release_in_flight();
+        let durable = self.topics.values_mut().filter(|t| !t.is_ephemeral());
+        let released: Vec<ClientId> = durable
+            .flat_map(|topic| {
+                topic
+                    .channels_mut()
+                    .flat_map(Channel::release_in_flight)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for id in released {
+            if let Some(client) = self.clients.get_mut(&id) {
+                client.in_flight_count = client.in_flight_count.saturating_sub(1);
             }
-        }
-        for client in self.clients.values_mut() {
-            client.in_flight_count = 0;
         }
     }
 

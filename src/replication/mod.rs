@@ -139,6 +139,9 @@ pub async fn open(
         ..announced
     };
     let durability = store_options.durability;
+    // The sync hook (tests) guards the raft log's fsync: that is where a
+    // write becomes durable in this mode.
+    let sync_hook = store_options.sync_hook.clone();
     let truncate_step = store_options.truncate_step;
     let mut state_options = store_options;
     state_options.path = data_path.join("state");
@@ -146,6 +149,7 @@ pub async fn open(
     let log_store = RaftLogStore::open(RaftLogStoreOptions {
         path: data_path.join("raft"),
         durability,
+        sync_hook,
     })?;
     let origin = Origin {
         node: config.node_id,

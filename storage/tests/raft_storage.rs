@@ -80,6 +80,7 @@ fn open_log(root: &Path) -> RaftLogStore {
         RaftLogStore::open(RaftLogStoreOptions {
             path: raft_dir(root),
             durability: Durability::Fsync,
+            sync_hook: None,
         })
     })
     .expect("open the raft log")

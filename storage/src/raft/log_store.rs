@@ -35,7 +35,7 @@ use super::convert::{
 use super::{Entry, LogId, RaftError, TypeConfig, Vote};
 use crate::error::StorageError;
 use crate::pb::raft as pb;
-use crate::store::Durability;
+use crate::store::{Durability, SyncHook};
 
 const CF_ENTRIES: &str = "entries";
 const CF_META: &str = "raft_meta";
@@ -49,6 +49,8 @@ pub struct RaftLogStoreOptions {
     /// `NoFsync` only for `--unsafe-no-fsync` (benchmarks): appends are
     /// reported flushed once written.
     pub durability: Durability,
+    /// Called before every append fsync (tests: stall or fail it).
+    pub sync_hook: Option<Arc<dyn SyncHook>>,
 }
 
 /// openraft's `RaftLogStorage` (and its log reader): cheap to clone.
@@ -97,9 +99,10 @@ impl RaftLogStore {
         let (syncer, pending) = mpsc::channel();
         let sync_db = db.clone();
         let durability = options.durability;
+        let hook = options.sync_hook;
         let sync_thread = std::thread::Builder::new()
             .name("raft-log-sync".into())
-            .spawn(move || run_syncer(&sync_db, durability, &pending))
+            .spawn(move || run_syncer(&sync_db, durability, hook.as_deref(), &pending))
             .expect("spawn the raft log syncer");
         Ok(RaftLogStore {
             inner: Arc::new(Inner {
@@ -218,15 +221,22 @@ impl RaftLogStore {
     }
 }
 
-fn run_syncer(db: &DB, durability: Durability, pending: &mpsc::Receiver<LogFlushed<TypeConfig>>) {
+fn run_syncer(
+    db: &DB,
+    durability: Durability,
+    hook: Option<&dyn SyncHook>,
+    pending: &mpsc::Receiver<LogFlushed<TypeConfig>>,
+) {
     while let Ok(first) = pending.recv() {
         let mut callbacks = vec![first];
         callbacks.extend(pending.try_iter());
-        let result = match durability {
-            Durability::Fsync => db
+        let hooked = hook.map_or(Ok(()), |hook| hook.before_sync());
+        let result = match (hooked, durability) {
+            (Err(reason), _) => Err(std::io::Error::other(reason)),
+            (Ok(()), Durability::Fsync) => db
                 .flush_wal(true)
                 .map_err(|e| std::io::Error::other(e.into_string())),
-            Durability::NoFsync => Ok(()),
+            (Ok(()), Durability::NoFsync) => Ok(()),
         };
         if let Err(error) = &result {
             tracing::error!(%error, "raft log fsync failed; the log is not durable");

@@ -208,6 +208,12 @@ impl Channel {
         self.counters
     }
 
+    /// Keeps the "since start" counters and latency window of `old`.
+    pub fn keep_counters_of(&mut self, old: &mut Channel) {
+        self.counters = old.counters;
+        self.e2e_latency = old.e2e_latency.take();
+    }
+
     pub fn e2e_latency(&self) -> Option<&LatencyWindow> {
         self.e2e_latency.as_ref()
     }

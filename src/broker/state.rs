@@ -180,14 +180,19 @@ impl BrokerState {
             .filter(|t| !t.is_ephemeral())
             .map(|t| t.id())
             .collect();
+        let mut before = HashMap::new();
         for id in durable {
             let name = self.topic_names.remove(&id).expect("indexed");
             let topic = self.topics.remove(&name).expect("indexed");
             for channel in topic.channels() {
                 self.channel_topics.remove(&channel.id());
             }
+            before.insert(id, topic);
         }
-        for topic in rebuilt {
+        for mut topic in rebuilt {
+            if let Some(old) = before.get_mut(&topic.id()) {
+                topic.keep_counters_of(old);
+            }
             self.insert_topic(topic);
         }
         let subscribed: Vec<(ClientId, (u64, u64))> = self

@@ -174,6 +174,18 @@ impl Topic {
         self.message_count
     }
 
+    /// Keeps the "since start" counters of `old` (this topic before a
+    /// rebuild) and of its channels: a rebuild is not a restart.
+    pub fn keep_counters_of(&mut self, old: &mut Topic) {
+        self.message_count = old.message_count;
+        self.message_bytes = old.message_bytes;
+        for channel in self.channels_mut() {
+            if let Some(before) = old.channel_by_id_mut(channel.id()) {
+                channel.keep_counters_of(before);
+            }
+        }
+    }
+
     pub fn message_bytes(&self) -> u64 {
         self.message_bytes
     }

@@ -1,6 +1,7 @@
 //! How a replica group comes to be, once: the initial member with the
-//! lowest id waits until every member of `--replicas` answers its hello,
-//! hands them a new cluster id (each persists it before answering), learns
+//! lowest id (which made a new cluster id before serving, see `open`)
+//! waits until every member of `--replicas` answers its hello, hands them
+//! its cluster id (each persists it before answering), learns
 //! their TCP and HTTP addresses, and initializes the raft group with all of
 //! them as voters. Every other member just waits to be contacted. A node
 //! whose raft state exists (a restart with the same flags) skips all this
@@ -40,11 +41,8 @@ pub async fn run(config: ReplicaConfig, raft: Raft, peers: Peers, shutdown: Canc
         return;
     }
     if peers.identity().cluster_id().is_empty() {
-        let cluster_id = uuid::Uuid::new_v4().to_string();
-        if let Err(error) = peers.identity().adopt(&cluster_id) {
-            tracing::error!(%error, "cannot persist the new cluster id");
-            return;
-        }
+        tracing::error!("the initializing member has no cluster id; not initializing");
+        return;
     }
     let Some(members) = gather(&config, &peers, &shutdown).await else {
         return;

@@ -3,9 +3,14 @@
 //! A cluster id (a UUID) is made when a group is initialized and persisted
 //! on every member (in the raft log's meta, `RaftLogStore::set_cluster_id`).
 //! Every RPC names its sender's cluster; a node that has an id refuses RPCs
-//! of another cluster with `PERMISSION_DENIED`. A fresh node (no id yet)
-//! adopts the id of the first leader that replicates to it: that is how a
-//! node added with `/cluster/add` joins.
+//! of another cluster with `PERMISSION_DENIED`, and a node without one
+//! refuses every raft RPC (`FAILED_PRECONDITION`). A node gets its id only
+//! from an explicit hello that asks it to adopt one: the bootstrapping
+//! member's (it makes its own id before it serves anything), or the
+//! leader's when an operator adds the node with `/cluster/add`. Never from
+//! a replicating leader: a node restarted with an empty data dir, or a
+//! member of another group at a reused address, must not be pulled into a
+//! group by a raft RPC.
 
 use std::sync::RwLock;
 
@@ -58,14 +63,13 @@ impl ClusterIdentity {
         }
     }
 
-    /// Refuses an RPC of another cluster. A node without an id adopts the
-    /// sender's when `may_adopt` (raft RPCs from a leader).
-    pub fn check(&self, cluster_id: &str, may_adopt: bool) -> Result<(), Status> {
+    /// Refuses an RPC of another cluster, and any RPC while this node
+    /// belongs to no cluster.
+    pub fn check(&self, cluster_id: &str) -> Result<(), Status> {
         let current = self.cluster_id.read().expect("cluster id lock").clone();
         match current {
             Some(existing) if existing == cluster_id => Ok(()),
             Some(existing) => Err(mismatch(&existing, cluster_id)),
-            None if may_adopt && !cluster_id.is_empty() => self.adopt(cluster_id),
             None => Err(Status::failed_precondition(
                 "this node belongs to no cluster yet",
             )),

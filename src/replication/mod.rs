@@ -181,6 +181,15 @@ pub async fn open(
         member,
         log_store.clone(),
     )?);
+    // The member that initializes a new group makes its cluster id before it
+    // serves anything, so no RPC ever finds it without one.
+    let initializes = config.node_id == config.initializer() && !log_store.is_initialized()?;
+    if initializes && identity.cluster_id().is_empty() {
+        let cluster_id = uuid::Uuid::new_v4().to_string();
+        identity
+            .adopt(&cluster_id)
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    }
     let faults = Arc::new(LinkFaults::default());
     let peers = Peers::new(identity.clone(), faults.clone());
     let raft_config = openraft::Config {

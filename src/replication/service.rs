@@ -27,16 +27,13 @@ fn unavailable(error: impl std::fmt::Display) -> Status {
 
 impl RaftService {
     /// Cluster check, then the fault seam (a cut link refuses the sender).
-    fn admit(&self, cluster_id: &str, sender: NodeId, may_adopt: bool) -> Result<(), Status> {
+    fn admit(&self, cluster_id: &str, sender: NodeId) -> Result<(), Status> {
         if self.replication.faults.is_cut(sender) {
             return Err(Status::unavailable(format!(
                 "link from node {sender} cut by fault injection"
             )));
         }
-        self.replication
-            .peers
-            .identity()
-            .check(cluster_id, may_adopt)
+        self.replication.peers.identity().check(cluster_id)
     }
 }
 
@@ -48,7 +45,7 @@ impl pb::raft_server::Raft for RaftService {
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
         let request = request.into_inner();
         let sender = request.vote.as_ref().map(|v| v.node_id).unwrap_or_default();
-        self.admit(&request.cluster_id, sender, true)?;
+        self.admit(&request.cluster_id, sender)?;
         let rpc = rpc::append_from_pb(request).map_err(invalid)?;
         let response = self
             .replication
@@ -65,7 +62,7 @@ impl pb::raft_server::Raft for RaftService {
     ) -> Result<Response<pb::VoteResponse>, Status> {
         let request = request.into_inner();
         let sender = request.vote.as_ref().map(|v| v.node_id).unwrap_or_default();
-        self.admit(&request.cluster_id, sender, false)?;
+        self.admit(&request.cluster_id, sender)?;
         let rpc = rpc::vote_request_from_pb(request).map_err(invalid)?;
         let response = self.replication.raft.vote(rpc).await.map_err(unavailable)?;
         Ok(Response::new(rpc::vote_response_to_pb(&response)))
@@ -77,7 +74,7 @@ impl pb::raft_server::Raft for RaftService {
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
         let request = request.into_inner();
         let sender = request.vote.as_ref().map(|v| v.node_id).unwrap_or_default();
-        self.admit(&request.cluster_id, sender, true)?;
+        self.admit(&request.cluster_id, sender)?;
         let rpc = rpc::snapshot_from_pb(request).map_err(invalid)?;
         let response = self
             .replication
@@ -96,7 +93,7 @@ impl pb::raft_server::Raft for RaftService {
         let proposal = request
             .proposal
             .ok_or_else(|| invalid("forward without a proposal"))?;
-        self.admit(&request.cluster_id, proposal.origin_node, false)?;
+        self.admit(&request.cluster_id, proposal.origin_node)?;
         let proposal = proposal_from_pb(proposal).map_err(invalid)?;
         match self.replication.raft.client_write(proposal).await {
             Ok(response) => Ok(Response::new(pb::ForwardResponse {
@@ -114,7 +111,7 @@ impl pb::raft_server::Raft for RaftService {
         request: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::ChangeMembershipResponse>, Status> {
         let request = request.into_inner();
-        self.admit(&request.cluster_id, request.from_node, false)?;
+        self.admit(&request.cluster_id, request.from_node)?;
         let change = membership::from_pb(request).ok_or_else(|| invalid("no change named"))?;
         match membership::on_leader(&self.replication, &change).await {
             Ok(log_id) => Ok(Response::new(membership::log_id_pb(&log_id))),

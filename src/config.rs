@@ -184,7 +184,7 @@ pub struct ServeArgs {
 
     /// Redundancy mode: a follower that hears no leader for a random time
     /// between this and twice this starts an election.
-    #[arg(long, default_value = "500ms", value_parser = duration)]
+    #[arg(long, default_value = "300ms", value_parser = duration)]
     pub raft_election_timeout: Duration,
 
     /// Redundancy mode: build a snapshot, and purge the raft log behind

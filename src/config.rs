@@ -178,13 +178,15 @@ pub struct ServeArgs {
     #[arg(long, default_value = "5s", value_parser = duration)]
     pub forward_timeout: Duration,
 
-    /// Redundancy mode: the leader's heartbeat period.
-    #[arg(long, default_value = "100ms", value_parser = duration)]
+    /// Redundancy mode: the leader's heartbeat period. openraft also gives
+    /// each append-entries RPC this long to be answered (the follower's
+    /// fsync included), so it must cover a follower's worst fsync.
+    #[arg(long, default_value = "200ms", value_parser = duration)]
     pub raft_heartbeat_interval: Duration,
 
     /// Redundancy mode: a follower that hears no leader for a random time
     /// between this and twice this starts an election.
-    #[arg(long, default_value = "300ms", value_parser = duration)]
+    #[arg(long, default_value = "600ms", value_parser = duration)]
     pub raft_election_timeout: Duration,
 
     /// Redundancy mode: build a snapshot, and purge the raft log behind

@@ -47,7 +47,7 @@ const MAX_MESSAGE_BYTES: usize = 256 << 20;
 /// The longest a single forward attempt waits for the leader's answer.
 const MAX_FORWARD_ATTEMPT: Duration = Duration::from_secs(2);
 /// The largest proposal (one raft entry) the proposer builds.
-const MAX_PROPOSAL_BYTES: usize = 4 << 20;
+const MAX_PROPOSAL_BYTES: usize = 1 << 20;
 
 /// Raft timing and log compaction.
 #[derive(Debug, Clone)]
@@ -198,7 +198,11 @@ pub async fn open(
         election_timeout_min: tuning.election_timeout_min.as_millis() as u64,
         election_timeout_max: 2 * tuning.election_timeout_min.as_millis() as u64,
         install_snapshot_timeout: 5_000,
-        max_payload_entries: 32,
+        // With MAX_PROPOSAL_BYTES, one append-entries RPC carries at most
+        // 8 MiB, so it is answered within a heartbeat interval (openraft's
+        // timeout for it) even under load; a follower whose appends time out
+        // falls behind and, unable to win, disrupts the leader's term.
+        max_payload_entries: 8,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_entries),
         max_in_snapshot_log_to_keep: 0,
         ..openraft::Config::default()

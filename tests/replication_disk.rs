@@ -25,8 +25,8 @@ fn member_args(dir: &Path, id: u64, replicas: &str, grpc: &str) -> ServeArgs {
     args.replicas = Some(replicas.to_owned());
     args.grpc_address = grpc.parse().unwrap();
     args.forward_timeout = Duration::from_secs(1);
-    args.raft_heartbeat_interval = Duration::from_millis(50);
-    args.raft_election_timeout = Duration::from_millis(300);
+    args.raft_heartbeat_interval = Duration::from_millis(100);
+    args.raft_election_timeout = Duration::from_millis(400);
     args
 }
 

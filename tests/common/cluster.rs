@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use super::http::http_request;
 use super::{Server, DEADLINE};
 
-/// Raft timing for tests: fast elections, so failover tests stay short.
+/// Raft timing for tests: fast elections, so failover tests stay short, but
+/// a heartbeat (openraft's append-entries timeout) long enough for a busy
+/// CI machine's fsyncs.
 pub const FAST_RAFT: [&str; 2] = [
-    "--raft-heartbeat-interval=50ms",
-    "--raft-election-timeout=300ms",
+    "--raft-heartbeat-interval=100ms",
+    "--raft-election-timeout=400ms",
 ];
 
 pub struct Cluster {

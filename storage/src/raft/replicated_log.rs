@@ -109,6 +109,7 @@ impl ReplicatedLog {
             pending: VecDeque::new(),
             closed: false,
             failure: failure.clone(),
+            in_flight: VecDeque::new(),
         };
         let proposer = runtime.spawn(proposer.run());
         runtime.spawn(watch_leadership(raft.clone(), events.clone()));
@@ -225,21 +226,148 @@ struct Proposer {
     pending: VecDeque<Pending>,
     closed: bool,
     failure: Arc<Mutex<Option<StorageError>>>,
+    /// Entries appended here (this node leads) whose commit is awaited,
+    /// oldest first: openraft appends them in submission order, so several
+    /// may be in flight without reordering anything.
+    in_flight: VecDeque<Flight>,
+}
+
+/// How many entries the leader's proposer keeps in flight at once.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// One entry appended on this (leading) node, awaiting its commit.
+struct Flight {
+    commands: Vec<(Ticket, Command)>,
+    deadline: Instant,
+    /// `Ok(true)`: committed (and applied here); `Ok(false)`: this node
+    /// stopped leading before it committed; `Err`: raft refused it.
+    outcome: tokio::sync::oneshot::Receiver<Result<bool, CommitError>>,
 }
 
 impl Proposer {
     async fn run(mut self) {
         loop {
             if self.pending.is_empty() {
-                match self.queue.recv().await {
-                    Some(pending) => self.pending.push_back(pending),
-                    None => return,
+                if self.in_flight.is_empty() {
+                    match self.queue.recv().await {
+                        Some(pending) => self.pending.push_back(pending),
+                        None => return,
+                    }
+                } else if self.closed {
+                    self.settle_oldest().await;
+                    continue;
+                } else {
+                    let oldest = &mut self.in_flight.front_mut().expect("not empty").outcome;
+                    tokio::select! {
+                        biased;
+                        input = self.queue.recv() => match input {
+                            Some(pending) => self.pending.push_back(pending),
+                            None => self.closed = true,
+                        },
+                        outcome = oldest => {
+                            let flight = self.in_flight.pop_front().expect("not empty");
+                            self.settle(flight, outcome).await;
+                        }
+                    }
+                    continue;
                 }
             }
             self.drain();
             self.wait_if_lazy().await;
             let batch = self.next_batch();
-            self.submit(batch).await;
+            if !self.append_here(&batch) {
+                while !self.in_flight.is_empty() {
+                    self.settle_oldest().await;
+                }
+                self.submit(batch).await;
+                continue;
+            }
+            if self.in_flight.len() >= MAX_IN_FLIGHT {
+                self.settle_oldest().await;
+            }
+            self.append(batch).await;
+        }
+    }
+
+    /// Whether this node leads, so `batch` can be appended here and
+    /// pipelined (dispatch decisions included: they carry this term).
+    fn append_here(&self, batch: &[(Ticket, Command)]) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        !batch.is_empty()
+            && metrics.state == ServerState::Leader
+            && metrics.current_leader == Some(self.origin.node)
+    }
+
+    /// Appends `commands` as one entry on this leading node without
+    /// waiting for its commit.
+    async fn append(&mut self, commands: Vec<(Ticket, Command)>) {
+        let term = self.raft.metrics().borrow().current_term;
+        let has_dispatch = commands.iter().any(|(_, c)| is_dispatch_command(c));
+        let proposal = Proposal {
+            origin: self.origin,
+            dispatch_term: if has_dispatch { term } else { 0 },
+            commands: commands.clone(),
+        };
+        let deadline = Instant::now() + self.options.forward_timeout;
+        let receiver = match self.raft.client_write_ff(proposal).await {
+            Ok(receiver) => receiver,
+            Err(fatal) => {
+                let error = StorageError::Rocks(format!("raft stopped: {fatal}"));
+                *lock(&self.failure) = Some(error.clone());
+                self.refuse(
+                    commands.iter().map(|(t, _)| *t),
+                    &CommitError::Storage(error),
+                );
+                return;
+            }
+        };
+        let (sender, outcome) = tokio::sync::oneshot::channel();
+        // Resolves by the deadline, whatever raft does: a leader cut off
+        // from its majority never commits, and its proposals are refused.
+        tokio::spawn(async move {
+            let result = match tokio::time::timeout_at(deadline, receiver).await {
+                Err(_) => Err(CommitError::NoLeader),
+                Ok(Ok(Ok(_))) => Ok(true),
+                Ok(Ok(Err(ClientWriteError::ForwardToLeader(_))) | Err(_)) => Ok(false),
+                Ok(Ok(Err(error))) => {
+                    Err(CommitError::Storage(StorageError::Rocks(error.to_string())))
+                }
+            };
+            let _ = sender.send(result);
+        });
+        self.in_flight.push_back(Flight {
+            commands,
+            deadline,
+            outcome,
+        });
+    }
+
+    async fn settle_oldest(&mut self) {
+        let Some(mut flight) = self.in_flight.pop_front() else {
+            return;
+        };
+        let outcome = (&mut flight.outcome).await;
+        self.settle(flight, outcome).await;
+    }
+
+    /// Answers a flight's commit: committed entries were answered by the
+    /// state machine already; an entry this node could not commit because
+    /// it stopped leading is proposed again through the leader (dispatch
+    /// decisions are refused then); one that missed its deadline is refused.
+    async fn settle(
+        &mut self,
+        flight: Flight,
+        outcome: Result<Result<bool, CommitError>, tokio::sync::oneshot::error::RecvError>,
+    ) {
+        let tickets = flight.commands.iter().map(|(t, _)| *t);
+        match outcome {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) | Err(_) if Instant::now() < flight.deadline => {
+                self.submit(flight.commands).await;
+            }
+            Ok(Ok(false)) | Err(_) => self.refuse(tickets, &CommitError::NoLeader),
+            Ok(Err(error)) => self.refuse(tickets, &error),
         }
     }
 

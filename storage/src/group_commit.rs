@@ -13,7 +13,6 @@
 //! every later command are refused with [`CommitError::Storage`]; the node
 //! never carries on as if the write had happened.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -25,6 +24,7 @@ use crate::error::{CommitError, StorageError};
 use crate::log::{
     AppliedEntry, BatchReport, CommandLog, CommitObserver, CommitStats, LogEvent, LogEvents, Ticket,
 };
+use crate::proposals::{Pending, ProposalQueue};
 use crate::state::StateMachine;
 use crate::store::Store;
 
@@ -58,13 +58,6 @@ impl Default for CommitOptions {
             observer: None,
         }
     }
-}
-
-struct Pending {
-    command: Command,
-    urgency: Urgency,
-    ticket: Ticket,
-    queued_at: Instant,
 }
 
 enum Input {
@@ -105,7 +98,7 @@ impl GroupCommitter {
             options,
             receiver,
             events: events.clone(),
-            queue: VecDeque::new(),
+            queue: ProposalQueue::default(),
             poisoned: None,
             shutting_down: false,
             stats: stats.clone(),
@@ -131,12 +124,7 @@ impl GroupCommitter {
 
 impl CommandLog for GroupCommitter {
     fn propose(&self, command: Command, urgency: Urgency, ticket: Ticket) {
-        let pending = Pending {
-            command,
-            urgency,
-            ticket,
-            queued_at: Instant::now(),
-        };
+        let pending = Pending::new(command, urgency, ticket);
         let input = lock(&self.input);
         let sent = match input.as_ref() {
             Some(sender) => sender.send(Input::Command(pending)).is_ok(),
@@ -185,7 +173,7 @@ struct Worker {
     options: CommitOptions,
     receiver: mpsc::Receiver<Input>,
     events: mpsc::Sender<LogEvent>,
-    queue: VecDeque<Pending>,
+    queue: ProposalQueue,
     poisoned: Option<StorageError>,
     /// Shared with [`GroupCommitter::failure`] for health checks.
     failure: Arc<Mutex<Option<StorageError>>>,
@@ -213,7 +201,7 @@ impl Worker {
 
     fn take(&mut self, input: Input) {
         match input {
-            Input::Command(pending) => self.queue.push_back(pending),
+            Input::Command(pending) => self.queue.push(pending),
             Input::Shutdown => self.shutting_down = true,
         }
     }
@@ -227,11 +215,10 @@ impl Worker {
     /// Holds a batch of only lazy commands until the oldest is
     /// `lazy_interval` old or an urgent command arrives.
     fn wait_if_lazy(&mut self) {
-        while !self.shutting_down && self.queue.iter().all(|p| p.urgency == Urgency::Lazy) {
-            let Some(oldest) = self.queue.front() else {
+        while !self.shutting_down {
+            let Some(deadline) = self.queue.lazy_deadline(self.options.lazy_interval) else {
                 return;
             };
-            let deadline = oldest.queued_at + self.options.lazy_interval;
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return;
             };
@@ -244,19 +231,9 @@ impl Worker {
     }
 
     fn next_batch(&mut self) -> Vec<Pending> {
-        let mut items = Vec::new();
-        let mut bytes = 0;
-        while let Some(pending) = self.queue.front() {
-            let weight = pending.command.weight_bytes();
-            let full = items.len() >= self.options.max_batch_commands
-                || (bytes + weight > self.options.max_batch_bytes && !items.is_empty());
-            if full {
-                break;
-            }
-            bytes += weight;
-            items.push(self.queue.pop_front().expect("front exists"));
-        }
-        items
+        let options = &self.options;
+        self.queue
+            .next_batch(options.max_batch_commands, options.max_batch_bytes)
     }
 
     fn commit_next_batch(&mut self) {

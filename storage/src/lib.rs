@@ -19,6 +19,7 @@ pub mod keys;
 pub mod log;
 pub mod pb;
 pub mod persist;
+mod proposals;
 pub mod raft;
 pub mod record;
 pub mod state;

@@ -34,6 +34,7 @@ use super::{is_dispatch_command, LogId, Member, NodeId, Origin, Proposal, Raft};
 use crate::command::{Command, Urgency};
 use crate::error::{CommitError, StorageError};
 use crate::log::{CommandLog, CommitStats, LogEvent, Ticket};
+use crate::proposals::{Pending, ProposalQueue};
 
 /// Why a forwarded proposal was not committed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,13 +69,6 @@ pub struct ReplicatedLogOptions {
     pub max_batch_bytes: usize,
 }
 
-struct Pending {
-    command: Command,
-    urgency: Urgency,
-    ticket: Ticket,
-    queued_at: Instant,
-}
-
 pub struct ReplicatedLog {
     raft: Raft,
     input: Mutex<Option<tokio_mpsc::UnboundedSender<Pending>>>,
@@ -106,7 +100,7 @@ impl ReplicatedLog {
             events: events.clone(),
             options,
             queue,
-            pending: VecDeque::new(),
+            pending: ProposalQueue::default(),
             closed: false,
             failure: failure.clone(),
             in_flight: VecDeque::new(),
@@ -145,12 +139,7 @@ impl CommandLog for ReplicatedLog {
         if is_dispatch_command(&command) && leading_term(&self.raft).is_none() {
             return self.refuse(ticket, CommitError::NotLeader);
         }
-        let pending = Pending {
-            command,
-            urgency,
-            ticket,
-            queued_at: Instant::now(),
-        };
+        let pending = Pending::new(command, urgency, ticket);
         let input = lock(&self.input);
         let refused = match input.as_ref() {
             Some(sender) => sender.send(pending).err().map(|e| e.0.ticket),
@@ -223,7 +212,7 @@ struct Proposer {
     events: mpsc::Sender<LogEvent>,
     options: ReplicatedLogOptions,
     queue: tokio_mpsc::UnboundedReceiver<Pending>,
-    pending: VecDeque<Pending>,
+    pending: ProposalQueue,
     closed: bool,
     failure: Arc<Mutex<Option<StorageError>>>,
     /// Entries appended here (this node leads) whose commit is awaited,
@@ -250,7 +239,7 @@ impl Proposer {
             if self.pending.is_empty() {
                 if self.in_flight.is_empty() {
                     match self.queue.recv().await {
-                        Some(pending) => self.pending.push_back(pending),
+                        Some(pending) => self.pending.push(pending),
                         None => return,
                     }
                 } else if self.closed {
@@ -261,7 +250,7 @@ impl Proposer {
                     tokio::select! {
                         biased;
                         input = self.queue.recv() => match input {
-                            Some(pending) => self.pending.push_back(pending),
+                            Some(pending) => self.pending.push(pending),
                             None => self.closed = true,
                         },
                         outcome = oldest => {
@@ -373,20 +362,20 @@ impl Proposer {
 
     fn drain(&mut self) {
         while let Ok(pending) = self.queue.try_recv() {
-            self.pending.push_back(pending);
+            self.pending.push(pending);
         }
     }
 
     /// Holds a batch of only lazy commands until the oldest is
     /// `lazy_interval` old or an urgent command arrives.
     async fn wait_if_lazy(&mut self) {
-        while !self.closed && self.pending.iter().all(|p| p.urgency == Urgency::Lazy) {
-            let Some(oldest) = self.pending.front() else {
+        while !self.closed {
+            let Some(deadline) = self.pending.lazy_deadline(self.options.lazy_interval) else {
                 return;
             };
-            let deadline = oldest.queued_at + self.options.lazy_interval;
+            let deadline = Instant::from_std(deadline);
             match tokio::time::timeout_at(deadline, self.queue.recv()).await {
-                Ok(Some(pending)) => self.pending.push_back(pending),
+                Ok(Some(pending)) => self.pending.push(pending),
                 Ok(None) => self.closed = true,
                 Err(_) => return,
             }
@@ -394,20 +383,12 @@ impl Proposer {
     }
 
     fn next_batch(&mut self) -> Vec<(Ticket, Command)> {
-        let mut items = Vec::new();
-        let mut bytes = 0;
-        while let Some(pending) = self.pending.front() {
-            let weight = pending.command.weight_bytes();
-            let full = items.len() >= self.options.max_batch_commands
-                || (bytes + weight > self.options.max_batch_bytes && !items.is_empty());
-            if full {
-                break;
-            }
-            bytes += weight;
-            let pending = self.pending.pop_front().expect("front exists");
-            items.push((pending.ticket, pending.command));
-        }
-        items
+        let options = &self.options;
+        self.pending
+            .next_batch(options.max_batch_commands, options.max_batch_bytes)
+            .into_iter()
+            .map(|pending| (pending.ticket, pending.command))
+            .collect()
     }
 
     fn refuse(&self, tickets: impl IntoIterator<Item = Ticket>, error: &CommitError) {

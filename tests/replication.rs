@@ -164,24 +164,12 @@ fn a_group_forms_replicates_and_only_the_leader_delivers() {
     // Every member applies the same entries and so shows the same state:
     // everything published, nothing left in the channel (all finished).
     for id in 1..=3 {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let stats = http_request(
-                cluster.node(id).http_address,
-                "GET",
-                "/stats?format=json&topic=orders",
-                b"",
-            );
-            let stats: serde_json::Value = serde_json::from_str(&stats.body).unwrap();
-            let topic = &stats["topics"][0];
+        cluster.wait_for_topic_stats(id, "orders", |topic| {
             let channel = &topic["channels"][0];
-            let published = topic["message_count"] == expected.len() as u64;
-            if published && channel["depth"] == 0 && channel["in_flight_count"] == 0 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "node {id} shows {stats}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            topic["message_count"] == expected.len() as u64
+                && channel["depth"] == 0
+                && channel["in_flight_count"] == 0
+        });
     }
 }
 
@@ -627,21 +615,7 @@ fn followers_serve_admin_calls_and_their_own_memory_only_topics() {
     );
     assert_eq!(pause.status, 200, "{pause:?}");
     for id in 1..=3 {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let stats = http_request(
-                cluster.node(id).http_address,
-                "GET",
-                "/stats?format=json&topic=audit",
-                b"",
-            );
-            let stats: serde_json::Value = serde_json::from_str(&stats.body).unwrap();
-            if stats["topics"][0]["channels"][0]["paused"] == true {
-                break;
-            }
-            assert!(Instant::now() < deadline, "node {id}: {stats}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        cluster.wait_for_topic_stats(id, "audit", |topic| topic["channels"][0]["paused"] == true);
     }
 
     // A memory-only topic belongs to the node it lives on: a follower

@@ -168,6 +168,29 @@ impl Cluster {
         }
     }
 
+    /// Polls member `id`'s `/stats` (JSON) of `topic` until `done` holds
+    /// for its first topic entry; returns that entry.
+    pub fn wait_for_topic_stats(
+        &self,
+        id: u64,
+        topic: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + DEADLINE;
+        let target = format!("/stats?format=json&topic={topic}");
+        loop {
+            let response = http_request(self.nodes[&id].http_address, "GET", &target, b"");
+            let stats: serde_json::Value =
+                serde_json::from_str(&response.body).expect("JSON stats");
+            let entry = stats["topics"][0].clone();
+            if done(&entry) {
+                return entry;
+            }
+            assert!(Instant::now() < deadline, "node {id} shows {stats}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn running(&self) -> Vec<u64> {
         self.nodes.keys().copied().collect()
     }

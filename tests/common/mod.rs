@@ -8,11 +8,12 @@ pub mod cluster;
 pub mod http;
 pub mod lookupd;
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -104,6 +105,8 @@ pub fn spawn_listening_at(args: &[&str], tcp: &str, http: &str) -> (Child, Socke
         .expect("spawn ledgerq");
     let stderr = child.stderr.take().expect("stderr piped");
     let (sender, receiver) = mpsc::channel();
+    let recent = Arc::new(Mutex::new(VecDeque::new()));
+    let recent_lines = Arc::clone(&recent);
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if std::env::var_os("LEDGERQ_TEST_LOG").is_some() {
@@ -114,13 +117,25 @@ pub fn spawn_listening_at(args: &[&str], tcp: &str, http: &str) -> (Child, Socke
                     let _ = sender.send((field, address));
                 }
             }
+            remember(&recent_lines, line);
         }
     });
     let (mut tcp_address, mut http_address) = (None, None);
     while tcp_address.is_none() || http_address.is_none() {
-        let (field, address) = receiver
-            .recv_timeout(DEADLINE)
-            .expect("ledgerq did not report its listening addresses");
+        let (field, address) = match receiver.recv_timeout(DEADLINE) {
+            Ok(reported) => reported,
+            Err(error) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let lines = recent.lock().expect("stderr lines");
+                let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+                panic!(
+                    "ledgerq {args:?} did not report its listening addresses ({error}); \
+                     its last stderr lines:\n{}",
+                    lines.join("\n")
+                );
+            }
+        };
         match field {
             "tcp_address=" => tcp_address = Some(address),
             _ => http_address = Some(address),
@@ -131,6 +146,16 @@ pub fn spawn_listening_at(args: &[&str], tcp: &str, http: &str) -> (Child, Socke
         tcp_address.expect("reported"),
         http_address.expect("reported"),
     )
+}
+
+/// Keeps the last lines a child wrote to stderr, for a failure message.
+fn remember(recent: &Mutex<VecDeque<String>>, line: String) {
+    const KEPT_LINES: usize = 40;
+    let mut recent = recent.lock().expect("stderr lines");
+    if recent.len() == KEPT_LINES {
+        recent.pop_front();
+    }
+    recent.push_back(line);
 }
 
 /// The address after `field` in a `... listening` log line.

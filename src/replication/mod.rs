@@ -145,6 +145,7 @@ pub async fn open(
     let truncate_step = store_options.truncate_step;
     let mut state_options = store_options;
     state_options.path = data_path.join("state");
+    state_options.log_is_external = true;
     let store = Arc::new(Store::open(state_options)?);
     let log_store = RaftLogStore::open(RaftLogStoreOptions {
         path: data_path.join("raft"),

@@ -115,6 +115,13 @@ pub struct StoreOptions {
     pub sync_hook: Option<Arc<dyn SyncHook>>,
     /// See [`DEFAULT_TRUNCATE_STEP`].
     pub truncate_step: u64,
+    /// Redundancy mode: the raft log is this store's write-ahead log.
+    /// [`Store::write_unsynced`] then skips RocksDB's WAL, and memtables of
+    /// all column families are flushed together (atomic flush), so what is
+    /// on disk is always one consistent applied prefix, whose end the
+    /// state records beside it; the rest is applied again from the raft
+    /// log at start.
+    pub log_is_external: bool,
 }
 
 impl StoreOptions {
@@ -124,6 +131,7 @@ impl StoreOptions {
             durability: Durability::Fsync,
             sync_hook: None,
             truncate_step: DEFAULT_TRUNCATE_STEP,
+            log_is_external: false,
         }
     }
 }
@@ -131,6 +139,7 @@ impl StoreOptions {
 pub struct Store {
     db: DB,
     durability: Durability,
+    log_is_external: bool,
     sync_hook: Option<Arc<dyn SyncHook>>,
     path: PathBuf,
 }
@@ -183,8 +192,9 @@ const MEMTABLE_BUDGET_BYTES: usize = 128 << 20;
 /// One block cache shared by every column family.
 const BLOCK_CACHE_BYTES: usize = 32 << 20;
 
-fn db_options() -> Options {
+fn db_options(log_is_external: bool) -> Options {
     let mut options = Options::default();
+    options.set_atomic_flush(log_is_external);
     options.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
     options.create_if_missing(true);
     options.create_missing_column_families(true);
@@ -229,10 +239,12 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_LOG, log_options(&cache)),
             ColumnFamilyDescriptor::new(CF_CURSOR, small_cf_options(&cache)),
         ];
-        let db = DB::open_cf_descriptors(&db_options(), &options.path, families)?;
+        let db_options = db_options(options.log_is_external);
+        let db = DB::open_cf_descriptors(&db_options, &options.path, families)?;
         let store = Store {
             db,
             durability: options.durability,
+            log_is_external: options.log_is_external,
             sync_hook: options.sync_hook,
             path: options.path,
         };
@@ -358,13 +370,16 @@ impl Store {
         })
     }
 
-    /// Writes the batch without waiting for the WAL fsync. For the
-    /// replicated state, whose durability is the raft log's: a crash loses
-    /// at most a suffix of applied entries, which are applied again from
-    /// the log at start (a RocksDB WAL recovers a prefix, never a mix).
+    /// Writes the batch without waiting for any fsync. For the replicated
+    /// state, whose durability is the raft log's: a crash loses at most a
+    /// suffix of applied entries, which are applied again from the log at
+    /// start. RocksDB recovers a prefix, never a mix: from its WAL, or,
+    /// when the raft log is the WAL ([`StoreOptions::log_is_external`]),
+    /// from its last atomic flush.
     pub fn write_unsynced(&self, batch: Batch) -> Result<(), StorageError> {
         let mut write_options = WriteOptions::default();
         write_options.set_sync(false);
+        write_options.disable_wal(self.log_is_external);
         self.db.write_opt(batch.inner, &write_options)?;
         Ok(())
     }

@@ -111,6 +111,13 @@ struct Args {
     command: String,
 }
 
+/// Publishing (and consuming) connections of the latency cell.
+const LATENCY_CONNECTIONS: u32 = 4;
+/// PUBs in flight per connection in the latency cell: enough that the
+/// client never caps the rate (4 x 64 in flight at 10,000 msg/s binds only
+/// past 25 ms of latency), so the cell measures the server, open-loop.
+const LATENCY_DEPTH: u32 = 64;
+
 /// A comma-separated list of numbers, possibly empty.
 #[derive(Debug, Clone)]
 struct List(Vec<usize>);
@@ -332,9 +339,9 @@ impl Runner<'_> {
                 s(&"--topic"),
                 s(&"mx-latency"),
                 s(&"-c"),
-                s(&4),
+                s(&LATENCY_CONNECTIONS),
                 s(&"-d"),
-                s(&4),
+                s(&LATENCY_DEPTH),
                 s(&"-s"),
                 s(&a.size),
                 s(&"--rate"),
@@ -344,7 +351,10 @@ impl Runner<'_> {
                 s(&"--idle-timeout"),
                 s(&2),
             ];
-            cells.push(self.cell("latency", (4, 1, a.size), &args).await?);
+            cells.push(
+                self.cell("latency", (LATENCY_CONNECTIONS as usize, 1, a.size), &args)
+                    .await?,
+            );
         }
         let mut grid: Vec<(usize, usize)> = Vec::new();
         for &c in &a.connections {
@@ -474,7 +484,8 @@ fn markdown(report: &Report, charts: &[(usize, String)]) -> String {
         &mut md,
         format!(
             "- throughput cells: {} s each, {} command(s) in flight per connection; ack latency per command, \
-             end-to-end per message; latency cell: {} msg/s, 4 + 4 connections, PUB",
+             end-to-end per message; latency cell: {} msg/s, {LATENCY_CONNECTIONS} + \
+             {LATENCY_CONNECTIONS} connections, PUB, up to {LATENCY_DEPTH} in flight per connection",
             report.duration_secs, report.depth, report.rate
         ),
     );

@@ -14,6 +14,11 @@
 //! - all writes go through one RocksDB handle in call order, and a synced
 //!   write also makes every earlier write durable (one WAL).
 //!
+//! The newest entries are also kept decoded in memory ([`LogTail`]), so
+//! that replication and apply, which read what was just appended, do not
+//! read RocksDB back. Each change of the log (append, truncate, purge)
+//! updates RocksDB and the tail under the tail's lock.
+//!
 //! Invariants asserted: entries of one append have consecutive indexes and
 //! follow the last entry present.
 
@@ -26,12 +31,14 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader, StorageIOError};
 use prost::Message;
 use rocksdb::{
-    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+    ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB,
 };
 
 use super::convert::{
     entry_from_pb, entry_to_pb, log_id_from_pb, log_id_to_pb, vote_from_pb, vote_to_pb,
 };
+use super::log_tail::LogTail;
 use super::{Entry, LogId, RaftError, TypeConfig, Vote};
 use crate::error::StorageError;
 use crate::pb::raft as pb;
@@ -43,6 +50,8 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"purged";
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
+/// How much of the log's newest entries (encoded size) stays in memory.
+const TAIL_SIZE_BYTES: usize = 32 << 20;
 
 pub struct RaftLogStoreOptions {
     pub path: PathBuf,
@@ -62,6 +71,7 @@ pub struct RaftLogStore {
 struct Inner {
     db: Arc<DB>,
     durability: Durability,
+    tail: Mutex<LogTail>,
     /// Appends waiting for their fsync; `None` after shutdown.
     syncer: Mutex<Option<mpsc::Sender<LogFlushed<TypeConfig>>>>,
     /// The syncer thread (it holds the database too): joined at drop, so
@@ -87,8 +97,12 @@ impl RaftLogStore {
         db_options.create_missing_column_families(true);
         db_options.set_keep_log_file_num(3);
         db_options.set_max_total_wal_size(128 << 20);
+        // Entries live until the next snapshot purges them: compressing
+        // them when a memtable is flushed costs CPU for nothing kept.
+        let mut entries_options = Options::default();
+        entries_options.set_compression_type(DBCompressionType::None);
         let families = vec![
-            ColumnFamilyDescriptor::new(CF_ENTRIES, Options::default()),
+            ColumnFamilyDescriptor::new(CF_ENTRIES, entries_options),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
         ];
         let db = Arc::new(DB::open_cf_descriptors(
@@ -108,6 +122,7 @@ impl RaftLogStore {
             inner: Arc::new(Inner {
                 db,
                 durability,
+                tail: Mutex::new(LogTail::new(TAIL_SIZE_BYTES)),
                 syncer: Mutex::new(Some(syncer)),
                 sync_thread: Mutex::new(Some(sync_thread)),
             }),
@@ -195,6 +210,18 @@ impl RaftLogStore {
             .transpose()
     }
 
+    fn tail(&self) -> std::sync::MutexGuard<'_, LogTail> {
+        self.inner.tail.lock().expect("log tail lock")
+    }
+
+    /// The last entry's id: from the tail when it holds any entry.
+    fn last_log_id(&self, tail: &LogTail) -> Result<Option<LogId>, StorageError> {
+        match tail.last_log_id() {
+            Some(last) => Ok(Some(last)),
+            None => self.last_entry_log_id(),
+        }
+    }
+
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
         let mut iter = self
             .inner
@@ -207,6 +234,9 @@ impl RaftLogStore {
     }
 
     fn entries(&self, from: u64, to_exclusive: u64) -> Result<Vec<Entry>, StorageError> {
+        if let Some(entries) = self.tail().get(from, to_exclusive) {
+            return Ok(entries);
+        }
         let start = from.to_be_bytes();
         let mode = IteratorMode::From(&start, Direction::Forward);
         let mut entries = Vec::new();
@@ -307,7 +337,7 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, RaftError> {
         let last_purged_log_id = self.read_log_id(KEY_PURGED).map_err(read_error)?;
         let last_log_id = self
-            .last_entry_log_id()
+            .last_log_id(&self.tail())
             .map_err(read_error)?
             .or(last_purged_log_id);
         Ok(LogState {
@@ -359,11 +389,13 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let mut tail = self.tail();
         let mut expected = self
-            .last_entry_log_id()
+            .last_log_id(&tail)
             .map_err(read_error)?
             .map(|id| id.index + 1);
         let mut batch = WriteBatch::default();
+        let mut appended = Vec::new();
         let cf = self.cf(CF_ENTRIES);
         for entry in entries {
             let index = entry.log_id.index;
@@ -371,9 +403,15 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
                 assert_eq!(index, expected, "raft log appends leave no hole");
             }
             expected = Some(index + 1);
-            batch.put_cf(cf, index.to_be_bytes(), entry_to_pb(&entry).encode_to_vec());
+            let encoded = entry_to_pb(&entry).encode_to_vec();
+            appended.push((entry, encoded.len()));
+            batch.put_cf(cf, index.to_be_bytes(), encoded);
         }
         self.write(batch, false).map_err(write_error)?;
+        for (entry, size_bytes) in appended {
+            tail.push(entry, size_bytes);
+        }
+        drop(tail);
         let syncer = self.inner.syncer.lock().expect("syncer lock").clone();
         match syncer {
             Some(syncer) => {
@@ -388,6 +426,7 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftError> {
         tracing::info!(%log_id, "truncating the raft log");
+        let mut tail = self.tail();
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(
             self.cf(CF_ENTRIES),
@@ -395,11 +434,14 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
             u64::MAX.to_be_bytes(),
         );
         batch.delete_cf(self.cf(CF_ENTRIES), u64::MAX.to_be_bytes());
-        self.write(batch, true).map_err(write_error)
+        self.write(batch, true).map_err(write_error)?;
+        tail.truncate(log_id.index);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftError> {
         tracing::debug!(%log_id, "purging the raft log");
+        let mut tail = self.tail();
         let mut batch = WriteBatch::default();
         batch.put_cf(
             self.cf(CF_META),
@@ -411,6 +453,8 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
             0u64.to_be_bytes(),
             (log_id.index + 1).to_be_bytes(),
         );
-        self.write(batch, true).map_err(write_error)
+        self.write(batch, true).map_err(write_error)?;
+        tail.purge(log_id.index);
+        Ok(())
     }
 }

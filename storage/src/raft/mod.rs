@@ -8,6 +8,8 @@
 //!   the cluster id. A vote, a truncation and a purge are fsynced before
 //!   the call returns; appends are written at once and reported flushed
 //!   only after their WAL fsync.
+//! - `log_tail.rs`: [`LogTail`](log_tail::LogTail), the log's newest
+//!   entries kept decoded in memory for replication and apply.
 //! - `state_machine.rs`: [`ReplicatedState`], openraft's `RaftStateMachine`:
 //!   the very [`StateMachine::apply`](crate::StateMachine::apply) of single-node mode over
 //!   the state [`Store`](crate::Store) (`<data-dir>/state`), reporting on the
@@ -22,6 +24,7 @@
 
 mod convert;
 mod log_store;
+mod log_tail;
 mod replicated_log;
 mod snapshot;
 mod state_machine;

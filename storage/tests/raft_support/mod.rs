@@ -88,7 +88,11 @@ pub fn open_log(root: &Path) -> RaftLogStore {
 pub type StateParts = (Arc<Store>, ReplicatedState, mpsc::Receiver<LogEvent>);
 
 pub fn open_state_result(root: &Path, origin: Origin) -> Result<StateParts, StorageError> {
-    let store = retry_locked(|| Store::open(StoreOptions::new(state_dir(root))))?;
+    let store = retry_locked(|| {
+        let mut options = StoreOptions::new(state_dir(root));
+        options.log_is_external = true;
+        Store::open(options)
+    })?;
     let store = Arc::new(store);
     let (events, receiver) = mpsc::channel();
     let options = ReplicatedStateOptions {

@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum CliCommand {
     /// Run the broker (the nsqd equivalent).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the discovery service (the nsqlookupd equivalent).
     Lookupd(LookupdArgs),
 }
@@ -251,7 +251,7 @@ impl ServeArgs {
     /// The settings with every default, as if parsed from no flags.
     pub fn defaults() -> Self {
         match Cli::parse_from(["ledgerq", "serve"]).command {
-            CliCommand::Serve(args) => args,
+            CliCommand::Serve(args) => *args,
             CliCommand::Lookupd(_) => unreachable!("parsed the serve subcommand"),
         }
     }

@@ -26,10 +26,13 @@ fn filter_of(level: &str) -> EnvFilter {
     })
 }
 
+/// Sets the log filter from a level name, or says why it cannot.
+type SetLevel = dyn Fn(&str) -> Result<(), String> + Send + Sync;
+
 /// Changes the log level of the running process.
 #[derive(Clone)]
 pub struct LogControl {
-    set: Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>,
+    set: Arc<SetLevel>,
 }
 
 impl std::fmt::Debug for LogControl {

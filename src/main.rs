@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         CliCommand::Serve(mut args) => {
             args.log_control = Some(ledgerq::logging::init(&args.log_level));
-            let running = ledgerq::server::start(args, None).await?;
+            let running = ledgerq::server::start(*args, None).await?;
             stop_on_signal(running.shutdown_token());
             running.wait().await;
         }

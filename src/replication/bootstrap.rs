@@ -98,7 +98,7 @@ async fn gather(
                         },
                     );
                 }
-                Err(error) if attempts % 50 == 0 => {
+                Err(error) if attempts.is_multiple_of(50) => {
                     tracing::info!(node = id, address, %error, "waiting for member");
                 }
                 Err(_) => {}

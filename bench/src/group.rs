@@ -1,6 +1,7 @@
 //! A three-member ledgerq replica group on loopback (redundancy mode), for
 //! the benchmark matrix's `replicated` mode: start it, find its leader
-//! through `GET /cluster`, stop it.
+//! through `GET /cluster`, time failovers (SIGKILL the leader, restart it),
+//! stop it.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -15,9 +16,10 @@ use crate::server::{self, ServerCommand, ServerProcess, Stop};
 pub const MEMBERS: usize = 3;
 
 pub struct Group {
-    /// Node ids, in the order of `members`, `tcp` and `http`.
+    /// Node ids, in the order of `members`, `commands`, `tcp` and `http`.
     pub ids: Vec<u64>,
     pub members: Vec<ServerProcess>,
+    commands: Vec<ServerCommand>,
     pub tcp: Vec<SocketAddr>,
     pub http: Vec<SocketAddr>,
     /// Index (0-based) of the leader in `members`.
@@ -88,42 +90,41 @@ impl Group {
         Ok(Group {
             ids,
             members,
+            display: commands[leader].display(),
+            commands,
             tcp,
             http,
             leader,
-            display: commands[leader].display(),
         })
     }
 
     /// SIGKILLs the leader, then publishes through the surviving members
     /// until one answers `OK`: the time from the kill to that `OK` (what a
     /// client that retries on another member waits during a failover).
+    /// Then restarts the killed member on its data dir and waits until all
+    /// three agree on a leader again, ready for the next round.
     pub async fn time_failover(&mut self, topic: &str) -> Result<Duration> {
-        let leader = self.members.remove(self.leader);
-        self.ids.remove(self.leader);
-        self.tcp.remove(self.leader);
-        self.http.remove(self.leader);
+        let killed = self.leader;
+        let survivors: Vec<usize> = (0..self.members.len()).filter(|&i| i != killed).collect();
         let killed_at = Instant::now();
-        leader.stop(Stop::Kill, Duration::from_secs(10)).await?;
-        let deadline = killed_at + Duration::from_secs(60);
-        loop {
-            for address in &self.tcp {
-                let attempt = tokio::time::timeout(Duration::from_secs(10), async {
-                    let mut connection = Connection::connect(*address).await?;
-                    connection.publish(topic, b"after the failover").await
-                });
-                if let Ok(Ok(())) = attempt.await {
-                    let elapsed = killed_at.elapsed();
-                    self.leader =
-                        wait_for_leader(&self.ids, &self.http, Duration::from_secs(30)).await?;
-                    return Ok(elapsed);
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("no surviving member accepted a publish within 60 s of the leader's SIGKILL");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.members[killed]
+            .stop_in_place(Stop::Kill, Duration::from_secs(10))
+            .await?;
+        let elapsed = publish_through(&survivors, &self.tcp, topic, killed_at).await?;
+        let restarted = self.commands[killed].spawn().await?;
+        self.members[killed] = restarted;
+        let (address, _) = self.members[killed]
+            .wait_listening(Duration::from_secs(30))
+            .await?;
+        self.tcp[killed] = address;
+        self.leader = wait_for_leader(&self.ids, &self.http, Duration::from_secs(30)).await?;
+        server::wait_accepting(
+            self.tcp[self.leader],
+            Instant::now(),
+            Duration::from_secs(30),
+        )
+        .await?;
+        Ok(elapsed)
     }
 
     /// SIGTERM to every member.
@@ -132,6 +133,32 @@ impl Group {
             member.stop(Stop::Term, Duration::from_secs(60)).await?;
         }
         Ok(())
+    }
+}
+
+/// Publishes through the members at `survivors` in turn until one answers
+/// `OK`; the time since `since`.
+async fn publish_through(
+    survivors: &[usize],
+    tcp: &[SocketAddr],
+    topic: &str,
+    since: Instant,
+) -> Result<Duration> {
+    let deadline = since + Duration::from_secs(60);
+    loop {
+        for &member in survivors {
+            let attempt = tokio::time::timeout(Duration::from_secs(10), async {
+                let mut connection = Connection::connect(tcp[member]).await?;
+                connection.publish(topic, b"after the failover").await
+            });
+            if let Ok(Ok(())) = attempt.await {
+                return Ok(since.elapsed());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no surviving member accepted a publish within 60 s of the leader's SIGKILL");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -218,6 +218,16 @@ impl ServerProcess {
     /// Sends the signal and waits for the exit; returns the exit status and
     /// the time from signal to exit.
     pub async fn stop(mut self, how: Stop, timeout: Duration) -> Result<(ExitStatus, Duration)> {
+        self.stop_in_place(how, timeout).await
+    }
+
+    /// As [`ServerProcess::stop`], keeping the handle (its slot can then
+    /// take the restarted process).
+    pub async fn stop_in_place(
+        &mut self,
+        how: Stop,
+        timeout: Duration,
+    ) -> Result<(ExitStatus, Duration)> {
         let signal = match how {
             Stop::Term => libc::SIGTERM,
             Stop::Kill => libc::SIGKILL,

@@ -98,6 +98,11 @@ struct Args {
     #[arg(long, default_value_t = 10000.0)]
     rate: f64,
 
+    /// Replica group: how many times to SIGKILL the leader (restarting it
+    /// after each) and time how long publishing stops.
+    #[arg(long, default_value_t = 5)]
+    failovers: usize,
+
     /// Where the .md, .json and .svg files go.
     #[arg(long, default_value = "bench/results")]
     results_dir: PathBuf,
@@ -215,8 +220,8 @@ struct ModeReport {
     /// Server CPU seconds over the whole mode.
     total_cpu_seconds: Option<f64>,
     /// Replica group only: from the leader's SIGKILL to the first publish
-    /// a surviving member acknowledged.
-    failover_ms: Option<f64>,
+    /// a surviving member acknowledged, each round.
+    failovers_ms: Vec<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -514,6 +519,21 @@ fn markdown(report: &Report, charts: &[(usize, String)]) -> String {
                 opt(mode.total_cpu_seconds, |v| format!("{v:.1} s"))
             ),
         );
+        if !mode.failovers_ms.is_empty() {
+            let rounds: Vec<String> = mode
+                .failovers_ms
+                .iter()
+                .map(|ms| format!("{ms:.0}"))
+                .collect();
+            push(
+                &mut md,
+                format!(
+                    "\nFailovers (leader SIGKILLed, then restarted; kill to the first `OK` \
+                     through a survivor), ms: {}.",
+                    rounds.join(", ")
+                ),
+            );
+        }
         push_targets(&mut md, report, mode);
         md.push('\n');
         push(
@@ -682,8 +702,15 @@ async fn run_group(args: &Args, ledgerq: &Path, loadgen: &Path, work: &Path) -> 
         .map(|m| m.memory().map(|m| m.hwm_mib()))
         .sum::<Result<f64>>()?;
     let server = format!("3 members on this machine; leader: {}", group.display);
-    let failover = group.time_failover("failover").await?;
-    eprintln!("== replicated: publishing resumed {failover:?} after the leader's SIGKILL");
+    let mut failovers_ms = Vec::new();
+    for round in 1..=args.failovers {
+        let failover = group.time_failover("failover").await?;
+        eprintln!(
+            "== replicated: failover {round}: publishing resumed {failover:?} after the \
+             leader's SIGKILL"
+        );
+        failovers_ms.push(failover.as_secs_f64() * 1000.0);
+    }
     group.stop().await?;
     Ok(ModeReport {
         name: REPLICATED.to_string(),
@@ -691,7 +718,7 @@ async fn run_group(args: &Args, ledgerq: &Path, loadgen: &Path, work: &Path) -> 
         cells,
         peak_hwm_mib: Some(hwm),
         total_cpu_seconds: Some(total_cpu_seconds),
-        failover_ms: Some(failover.as_secs_f64() * 1000.0),
+        failovers_ms,
     })
 }
 
@@ -742,7 +769,7 @@ async fn main() -> Result<()> {
             cells,
             peak_hwm_mib: Some(hwm),
             total_cpu_seconds: Some(end.cpu_seconds - start.cpu_seconds),
-            failover_ms: None,
+            failovers_ms: Vec::new(),
         });
     }
     if let Some(target) = &args.target {
@@ -768,7 +795,7 @@ async fn main() -> Result<()> {
                 .and_then(|pid| server::Memory::of(pid).ok())
                 .map(|m| m.hwm_mib()),
             total_cpu_seconds: start.zip(end).map(|(s, e)| e.cpu_seconds - s.cpu_seconds),
-            failover_ms: None,
+            failovers_ms: Vec::new(),
         });
     }
     let _ = std::fs::remove_dir_all(&work);

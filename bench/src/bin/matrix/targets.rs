@@ -66,11 +66,11 @@ fn replicated_targets(report: &Report, mode: &ModeReport) -> Vec<Target> {
             measured: group_mpub.zip(single_mpub).map(|(g, s)| g / s),
         },
         Target {
-            what: "publishing resumes after the leader's SIGKILL",
+            what: "publishing resumes after the leader's SIGKILL (slowest round)",
             goal: 3000.0,
             unit: "ms",
             higher_is_better: false,
-            measured: mode.failover_ms,
+            measured: mode.failovers_ms.iter().copied().reduce(f64::max),
         },
         Target {
             what: "publish ack p99 at 10,000 msg/s",

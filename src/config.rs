@@ -184,9 +184,10 @@ pub struct ServeArgs {
     #[arg(long, default_value = "200ms", value_parser = duration)]
     pub raft_heartbeat_interval: Duration,
 
-    /// Redundancy mode: a follower that hears no leader for a random time
-    /// between this and twice this starts an election.
-    #[arg(long, default_value = "600ms", value_parser = duration)]
+    /// Redundancy mode: the election timeout. A follower that hears no
+    /// leader for 4/3 of this (openraft's leader lease) plus a random time
+    /// between this and 4/3 of this starts an election.
+    #[arg(long, default_value = "300ms", value_parser = duration)]
     pub raft_election_timeout: Duration,
 
     /// Redundancy mode: build a snapshot, and purge the raft log behind

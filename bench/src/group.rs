@@ -124,7 +124,32 @@ impl Group {
             Duration::from_secs(30),
         )
         .await?;
+        self.wait_caught_up(killed, Duration::from_secs(120))
+            .await?;
         Ok(elapsed)
+    }
+
+    /// Waits until member `member` has applied what the leader had
+    /// committed when this was called (so that the next round does not
+    /// start with a member still replaying its log).
+    async fn wait_caught_up(&self, member: usize, timeout: Duration) -> Result<()> {
+        let index = |view: &serde_json::Value, field: &str| view[field].as_u64().unwrap_or(0);
+        let leader_view = get_json(self.http[self.leader], "/cluster").await?;
+        let committed = index(&leader_view, "committed_index");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let view = get_json(self.http[member], "/cluster").await?;
+            if index(&view, "applied_index") >= committed {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "member {} did not catch up within {timeout:?}",
+                    self.ids[member]
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// SIGTERM to every member.

@@ -49,6 +49,17 @@ const MAX_FORWARD_ATTEMPT: Duration = Duration::from_secs(2);
 /// The largest proposal (one raft entry) the proposer builds.
 const MAX_PROPOSAL_BYTES: usize = 1 << 20;
 
+/// The top of the election timeout's random range: a third above its
+/// bottom. openraft 0.9 also makes it the leader lease: a follower of a
+/// live leader refuses votes for this long after the leader's last message,
+/// and starts an election itself only this long plus its own random timeout
+/// after it. A failover therefore takes `max + [min, max)` (0.7 to 0.8 s
+/// with the default 300 ms), while a follower keeps waiting through more
+/// than three missed heartbeats of the default 200 ms.
+pub fn election_timeout_max(min: Duration) -> Duration {
+    min + min / 3
+}
+
 /// Raft timing and log compaction.
 #[derive(Debug, Clone)]
 pub struct RaftTuning {
@@ -197,7 +208,7 @@ pub async fn open(
         cluster_name: "ledgerq".into(),
         heartbeat_interval: tuning.heartbeat_interval.as_millis() as u64,
         election_timeout_min: tuning.election_timeout_min.as_millis() as u64,
-        election_timeout_max: 2 * tuning.election_timeout_min.as_millis() as u64,
+        election_timeout_max: election_timeout_max(tuning.election_timeout_min).as_millis() as u64,
         install_snapshot_timeout: 5_000,
         // With MAX_PROPOSAL_BYTES, one append-entries RPC carries at most
         // 8 MiB, so it is answered within a heartbeat interval (openraft's

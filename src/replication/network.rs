@@ -62,6 +62,8 @@ impl Peers {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| format!("bad address {address}: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT)
+            .initial_stream_window_size(super::HTTP2_STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(super::HTTP2_CONNECTION_WINDOW_BYTES)
             .tcp_nodelay(true);
         let client = Client::new(endpoint.connect_lazy())
             .max_decoding_message_size(super::MAX_MESSAGE_BYTES)

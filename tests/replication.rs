@@ -160,6 +160,13 @@ fn a_group_forms_replicates_and_only_the_leader_delivers() {
         .find_map(|line| line.strip_prefix("ledgerq_forwarded_proposals_total "))
         .and_then(|value| value.trim().parse::<u64>().ok());
     assert!(forwarded.is_some_and(|n| n >= 1), "{metrics}");
+    // Durability here is the raft log's fsync: it is what the fsync
+    // histogram shows (not zeros for every applied batch).
+    let fsync_seconds = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("ledgerq_wal_fsync_duration_seconds_sum "))
+        .and_then(|value| value.trim().parse::<f64>().ok());
+    assert!(fsync_seconds.is_some_and(|s| s > 0.0), "{metrics}");
 
     // Every member applies the same entries and so shows the same state:
     // everything published, nothing left in the channel (all finished).

@@ -168,6 +168,7 @@ pub async fn open(
         path: data_path.join("raft"),
         durability,
         sync_hook,
+        observer: broker_options.commit.observer.clone(),
     })?;
     let origin = Origin {
         node: config.node_id,

@@ -296,7 +296,6 @@ impl Worker {
     }
 
     fn record(&self, report: &BatchReport) {
-        let micros = report.timings.sync.as_micros() as u64;
         self.stats.batches_total.fetch_add(1, Ordering::Relaxed);
         self.stats
             .commands_total
@@ -305,14 +304,11 @@ impl Worker {
             .bytes_total
             .fetch_add(report.size_bytes, Ordering::Relaxed);
         self.stats
-            .sync_micros_total
-            .fetch_add(micros, Ordering::Relaxed);
-        self.stats.last_sync_micros.store(micros, Ordering::Relaxed);
-        self.stats
             .applied_index
             .store(report.applied_index, Ordering::Relaxed);
         if let Some(observer) = &self.options.observer {
             observer.batch_committed(report);
+            observer.log_synced(report.timings.sync);
         }
     }
 }

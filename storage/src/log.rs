@@ -108,9 +108,13 @@ pub struct BatchReport {
 }
 
 /// Told about every batch that became durable, on the writing thread,
-/// before the batch's events are sent. Must be quick and must not block.
+/// before the batch's events are sent, and about every fsync of the log
+/// that makes commands durable. Must be quick and must not block.
 pub trait CommitObserver: Send + Sync {
     fn batch_committed(&self, report: &BatchReport);
+    /// One fsync of the log: the group committer's WAL (once per batch), or
+    /// in redundancy mode the raft log's (once per round of the syncer).
+    fn log_synced(&self, duration: std::time::Duration);
 }
 
 /// Counters of a log's durable batches, readable from any thread.
@@ -119,8 +123,6 @@ pub struct CommitStats {
     pub batches_total: AtomicU64,
     pub commands_total: AtomicU64,
     pub bytes_total: AtomicU64,
-    pub sync_micros_total: AtomicU64,
-    pub last_sync_micros: AtomicU64,
     /// [`StateMachine::applied_index`](crate::StateMachine::applied_index)
     /// after the last durable batch.
     pub applied_index: AtomicU64,

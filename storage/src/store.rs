@@ -25,7 +25,8 @@ pub struct CommitTimings {
     /// Appending the batch to the WAL and memtables.
     pub write: Duration,
     /// The WAL fsync (with the [`SyncHook`] in front of it); zero when
-    /// durability is off.
+    /// durability is off, and in redundancy mode, where the raft log's
+    /// fsync makes commands durable (reported on its own).
     pub sync: Duration,
 }
 

@@ -41,6 +41,7 @@ use super::convert::{
 use super::log_tail::LogTail;
 use super::{Entry, LogId, RaftError, TypeConfig, Vote};
 use crate::error::StorageError;
+use crate::log::CommitObserver;
 use crate::pb::raft as pb;
 use crate::store::{Durability, SyncHook};
 
@@ -60,6 +61,8 @@ pub struct RaftLogStoreOptions {
     pub durability: Durability,
     /// Called before every append fsync (tests: stall or fail it).
     pub sync_hook: Option<Arc<dyn SyncHook>>,
+    /// Told how long each append fsync took (`/metrics`).
+    pub observer: Option<Arc<dyn CommitObserver>>,
 }
 
 /// openraft's `RaftLogStorage` (and its log reader): cheap to clone.
@@ -114,9 +117,18 @@ impl RaftLogStore {
         let sync_db = db.clone();
         let durability = options.durability;
         let hook = options.sync_hook;
+        let observer = options.observer;
         let sync_thread = std::thread::Builder::new()
             .name("raft-log-sync".into())
-            .spawn(move || run_syncer(&sync_db, durability, hook.as_deref(), &pending))
+            .spawn(move || {
+                let syncer = Syncer {
+                    db: &sync_db,
+                    durability,
+                    hook: hook.as_deref(),
+                    observer: observer.as_deref(),
+                };
+                syncer.run(&pending)
+            })
             .expect("spawn the raft log syncer");
         Ok(RaftLogStore {
             inner: Arc::new(Inner {
@@ -251,33 +263,49 @@ impl RaftLogStore {
     }
 }
 
-fn run_syncer(
-    db: &DB,
+/// The thread that fsyncs appends: gathers every append waiting, fsyncs
+/// once, then reports each flushed, in order (group commit for the log).
+struct Syncer<'a> {
+    db: &'a DB,
     durability: Durability,
-    hook: Option<&dyn SyncHook>,
-    pending: &mpsc::Receiver<LogFlushed<TypeConfig>>,
-) {
-    while let Ok(first) = pending.recv() {
-        let mut callbacks = vec![first];
-        callbacks.extend(pending.try_iter());
-        let hooked = hook.map_or(Ok(()), |hook| hook.before_sync());
-        let result = match (hooked, durability) {
-            (Err(reason), _) => Err(std::io::Error::other(reason)),
-            (Ok(()), Durability::Fsync) => db
-                .flush_wal(true)
-                .map_err(|e| std::io::Error::other(e.into_string())),
-            (Ok(()), Durability::NoFsync) => Ok(()),
-        };
-        if let Err(error) = &result {
-            tracing::error!(%error, "raft log fsync failed; the log is not durable");
+    hook: Option<&'a dyn SyncHook>,
+    observer: Option<&'a dyn CommitObserver>,
+}
+
+impl Syncer<'_> {
+    fn run(&self, pending: &mpsc::Receiver<LogFlushed<TypeConfig>>) {
+        while let Ok(first) = pending.recv() {
+            let mut callbacks = vec![first];
+            callbacks.extend(pending.try_iter());
+            let result = self.sync();
+            if let Err(error) = &result {
+                tracing::error!(%error, "raft log fsync failed; the log is not durable");
+            }
+            for callback in callbacks {
+                let result = match &result {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err(std::io::Error::other(error.to_string())),
+                };
+                callback.log_io_completed(result);
+            }
         }
-        for callback in callbacks {
-            let result = match &result {
-                Ok(()) => Ok(()),
-                Err(error) => Err(std::io::Error::other(error.to_string())),
-            };
-            callback.log_io_completed(result);
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        self.hook
+            .map_or(Ok(()), |hook| hook.before_sync())
+            .map_err(std::io::Error::other)?;
+        if self.durability == Durability::NoFsync {
+            return Ok(());
         }
+        let started = std::time::Instant::now();
+        self.db
+            .flush_wal(true)
+            .map_err(|e| std::io::Error::other(e.into_string()))?;
+        if let Some(observer) = self.observer {
+            observer.log_synced(started.elapsed());
+        }
+        Ok(())
     }
 }
 

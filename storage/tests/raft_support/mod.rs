@@ -80,6 +80,7 @@ pub fn open_log(root: &Path) -> RaftLogStore {
             path: raft_dir(root),
             durability: Durability::Fsync,
             sync_hook: None,
+            observer: None,
         })
     })
     .expect("open the raft log")

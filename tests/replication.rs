@@ -367,6 +367,84 @@ fn killing_leaders_under_load_loses_no_acknowledged_message() {
     );
 }
 
+/// Followers SIGKILLed under load lose their unflushed applied state (the
+/// state store has no WAL of its own: the raft log is its WAL) and replay it
+/// from their raft log at restart; then the leader is killed, so that a
+/// replayed follower leads. Every acknowledged message is delivered, and all
+/// three members end with the same topic.
+#[test]
+fn killed_followers_replay_their_log_and_lose_nothing() {
+    let mut cluster = Cluster::start(3, &["--forward-timeout=2s"]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3]);
+    let http = cluster.node(leader).http_address;
+    http_request(http, "POST", "/topic/create?topic=invoices", b"").assert_empty();
+    http_request(
+        http,
+        "POST",
+        "/channel/create?topic=invoices&channel=books",
+        b"",
+    )
+    .assert_empty();
+    let load = Load::start(&cluster, "invoices", 3);
+    let followers: Vec<u64> = [1, 2, 3].into_iter().filter(|&id| id != leader).collect();
+    for &follower in &followers {
+        load.wait_for_more(150);
+        cluster.kill(follower);
+        load.update_addresses(&cluster);
+        load.wait_for_more(100);
+        cluster.start_node(follower);
+        load.update_addresses(&cluster);
+    }
+    load.wait_for_more(100);
+    cluster.kill(leader);
+    load.update_addresses(&cluster);
+    let new_leader = cluster.wait_for_leader(&followers);
+    load.wait_for_more(150);
+    cluster.start_node(leader);
+    load.update_addresses(&cluster);
+    load.wait_for_more(50);
+    let acked = load.stop();
+    for error in &acked.errors {
+        assert!(
+            error.starts_with("E_PUB_FAILED"),
+            "a publisher got an unexpected error: {error}"
+        );
+    }
+
+    // The three members converge on one topic.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let counts: Vec<u64> = [1, 2, 3]
+            .iter()
+            .map(|&id| {
+                cluster.wait_for_topic_stats(id, "invoices", |_| true)["message_count"]
+                    .as_u64()
+                    .unwrap_or(0)
+            })
+            .collect();
+        if counts.iter().all(|&c| c == counts[0]) {
+            assert!(counts[0] >= acked.bodies.len() as u64, "{counts:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "members differ: {counts:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let final_leader = cluster.wait_for_leader(&[1, 2, 3]);
+    let expected: BTreeSet<String> = acked.bodies.iter().cloned().collect();
+    let mut reader = consumer(
+        cluster.node(final_leader).tcp_address,
+        "invoices",
+        "books",
+        500,
+    );
+    let seen = consume_all(&mut reader, &expected);
+    seen.assert_redeliveries_keep_ids();
+    eprintln!(
+        "killed followers {followers:?}, then leader {leader} (next: {new_leader}); {} acked",
+        acked.bodies.len()
+    );
+}
+
 /// `ledgerq serve` with these flags must exit at once, saying `expected`.
 fn assert_refused(args: &[&str], expected: &str) {
     let dir = tempfile::tempdir().unwrap();

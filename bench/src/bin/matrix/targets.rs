@@ -2,7 +2,8 @@
 //! goals for 2-core machines, and the replica group's against single node
 //! in the same run. Each shows what was measured and whether it met its goal.
 
-use super::{opt, thousands, ModeReport, Report};
+use super::report::opt;
+use super::{thousands, ModeReport, Report};
 
 /// A goal of the benchmark issue: what is measured, the goal, and whether
 /// more (or less) is better.

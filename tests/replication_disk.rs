@@ -4,26 +4,27 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::free_address;
+use common::cluster::{free_address, replicas_flag};
 use common::http::http_request;
 use common::{RawClient, DEADLINE, FRAME_ERROR, FRAME_RESPONSE};
 use ledgerq::config::ServeArgs;
 use ledgerq::server::{self, Running};
 use ledgerq_storage::{SyncGate, SyncHook};
 
-fn member_args(dir: &Path, id: u64, replicas: &str, grpc: &str) -> ServeArgs {
+fn member_args(dir: &Path, id: u64, replicas: &str, grpc: SocketAddr) -> ServeArgs {
     let mut args = ServeArgs::defaults();
     args.tcp_address = "127.0.0.1:0".parse().unwrap();
     args.http_address = "127.0.0.1:0".parse().unwrap();
     args.data_path = dir.join(format!("n{id}"));
     args.node_id = Some(id);
     args.replicas = Some(replicas.to_owned());
-    args.grpc_address = grpc.parse().unwrap();
+    args.grpc_address = grpc;
     args.forward_timeout = Duration::from_secs(1);
     args.raft_heartbeat_interval = Duration::from_millis(100);
     args.raft_election_timeout = Duration::from_millis(400);
@@ -67,17 +68,12 @@ fn publish(address: std::net::SocketAddr, body: &str) -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_whose_disk_fails_acknowledges_nothing_and_the_group_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let grpc: Vec<String> = (0..3).map(|_| free_address().to_string()).collect();
-    let replicas = grpc
-        .iter()
-        .enumerate()
-        .map(|(i, address)| format!("{}={address}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
+    let grpc: BTreeMap<u64, SocketAddr> = (1..=3).map(|id| (id, free_address())).collect();
+    let replicas = replicas_flag(&grpc);
     let gates: Vec<Arc<SyncGate>> = (0..3).map(|_| SyncGate::new()).collect();
     let mut running: Vec<Running> = Vec::new();
     for id in 1..=3u64 {
-        let args = member_args(dir.path(), id, &replicas, &grpc[id as usize - 1]);
+        let args = member_args(dir.path(), id, &replicas, grpc[&id]);
         let hook = gates[id as usize - 1].clone() as Arc<dyn SyncHook>;
         running.push(
             server::start(args, Some(hook))

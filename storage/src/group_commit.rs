@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use crate::command::{Command, Urgency};
 use crate::error::{CommitError, StorageError};
 use crate::log::{
-    AppliedEntry, BatchReport, CommandLog, CommitObserver, CommitStats, LogEvent, LogEvents, Ticket,
+    lock, AppliedEntry, BatchReport, CommandLog, CommitObserver, CommitStats, LogEvent, LogEvents,
+    Ticket,
 };
 use crate::proposals::{Pending, ProposalQueue};
 use crate::state::StateMachine;
@@ -159,12 +160,6 @@ impl Drop for GroupCommitter {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 struct Worker {

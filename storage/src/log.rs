@@ -127,3 +127,12 @@ pub struct CommitStats {
     /// after the last durable batch.
     pub applied_index: AtomicU64,
 }
+
+/// Locks a command log's own mutex. Its critical sections only put or
+/// take a whole value (a sender, a handle, a failure), so a panic elsewhere
+/// cannot leave what it guards half-changed: a poisoned lock is taken as is.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -187,6 +187,19 @@ impl Batch<'_> {
     }
 }
 
+/// Every column family of the store.
+const FAMILIES: [&str; 3] = [CF_META, CF_LOG, CF_CURSOR];
+
+/// A checkpoint made by [`Store::checkpoint`], opened read-only.
+fn open_checkpoint(dir: &Path) -> Result<DB, StorageError> {
+    Ok(DB::open_cf_for_read_only(
+        &Options::default(),
+        dir,
+        FAMILIES,
+        false,
+    )?)
+}
+
 /// All memtables of all column families together stay below this, whatever
 /// the disk's flush speed: the server's memory is bounded, not the backlog.
 const MEMTABLE_BUDGET_BYTES: usize = 128 << 20;
@@ -408,12 +421,7 @@ impl Store {
 
     /// One `meta` value of a checkpoint made by [`Store::checkpoint`].
     pub fn read_checkpoint_meta(dir: &Path, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        let db = DB::open_cf_for_read_only(
-            &Options::default(),
-            dir,
-            [CF_META, CF_LOG, CF_CURSOR],
-            false,
-        )?;
+        let db = open_checkpoint(dir)?;
         let meta = db
             .cf_handle(CF_META)
             .expect("checkpoint has the meta family");
@@ -426,13 +434,8 @@ impl Store {
     /// crash) until this returns.
     pub fn replace_with_checkpoint(&self, dir: &Path) -> Result<(), StorageError> {
         const CHUNK_BYTES: usize = 4 << 20;
-        let source = DB::open_cf_for_read_only(
-            &Options::default(),
-            dir,
-            [CF_META, CF_LOG, CF_CURSOR],
-            false,
-        )?;
-        for name in [CF_META, CF_LOG, CF_CURSOR] {
+        let source = open_checkpoint(dir)?;
+        for name in FAMILIES {
             let target = self.cf(name);
             let mut batch = WriteBatch::default();
             batch.delete_range_cf(target, &[][..], &[0xffu8; 64][..]);
@@ -492,7 +495,7 @@ impl Store {
     /// Every key and value of every column family, in order (for tests).
     pub fn dump(&self) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         let mut out = Vec::new();
-        for name in [CF_META, CF_LOG, CF_CURSOR] {
+        for name in FAMILIES {
             for item in self.db.iterator_cf(self.cf(name), IteratorMode::Start) {
                 let (key, value) = item.expect("dump read");
                 out.push((name, key.to_vec(), value.to_vec()));

@@ -53,15 +53,19 @@ pub fn free_address() -> SocketAddr {
     panic!("no free port in {RESERVED_PORTS:?}");
 }
 
+/// The `--replicas` value naming these members' gRPC addresses.
+pub fn replicas_flag(grpc: &BTreeMap<u64, SocketAddr>) -> String {
+    grpc.iter()
+        .map(|(id, address)| format!("{id}={address}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl Cluster {
     /// Starts members `1..=size` with `extra_args` (plus [`FAST_RAFT`]).
     pub fn start(size: u64, extra_args: &[&str]) -> Cluster {
         let grpc: BTreeMap<u64, SocketAddr> = (1..=size).map(|id| (id, free_address())).collect();
-        let replicas = grpc
-            .iter()
-            .map(|(id, address)| format!("{id}={address}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let replicas = replicas_flag(&grpc);
         let mut cluster = Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             replicas,

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use super::{is_dispatch_command, LogId, Member, NodeId, Origin, Proposal, Raft};
 use crate::command::{Command, Urgency};
 use crate::error::{CommitError, StorageError};
-use crate::log::{CommandLog, CommitStats, LogEvent, Ticket};
+use crate::log::{lock, CommandLog, CommitStats, LogEvent, Ticket};
 use crate::proposals::{Pending, ProposalQueue};
 
 /// Why a forwarded proposal was not committed.
@@ -175,12 +175,6 @@ impl CommandLog for ReplicatedLog {
         });
         let _ = finished.recv();
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 async fn watch_leadership(raft: Raft, events: mpsc::Sender<LogEvent>) {

@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use common::http::http_request;
+use common::http::{create_topic_and_channel, http_request};
 use common::{RawClient, DEADLINE, FRAME_ERROR, FRAME_RESPONSE};
 
 /// Subscribes to `topic`/`channel` at `address` with `rdy` in flight.
@@ -314,14 +314,7 @@ fn killing_leaders_under_load_loses_no_acknowledged_message() {
     let mut cluster = Cluster::start(3, &["--forward-timeout=2s"]);
     let leader = cluster.wait_for_leader(&[1, 2, 3]);
     let http = cluster.node(leader).http_address;
-    http_request(http, "POST", "/topic/create?topic=payments", b"").assert_empty();
-    http_request(
-        http,
-        "POST",
-        "/channel/create?topic=payments&channel=ledger",
-        b"",
-    )
-    .assert_empty();
+    create_topic_and_channel(http, "payments", "ledger");
     let load = Load::start(&cluster, "payments", 3);
     let mut killed = Vec::new();
     for _ in 0..2 {
@@ -377,14 +370,7 @@ fn killed_followers_replay_their_log_and_lose_nothing() {
     let mut cluster = Cluster::start(3, &["--forward-timeout=2s"]);
     let leader = cluster.wait_for_leader(&[1, 2, 3]);
     let http = cluster.node(leader).http_address;
-    http_request(http, "POST", "/topic/create?topic=invoices", b"").assert_empty();
-    http_request(
-        http,
-        "POST",
-        "/channel/create?topic=invoices&channel=books",
-        b"",
-    )
-    .assert_empty();
+    create_topic_and_channel(http, "invoices", "books");
     let load = Load::start(&cluster, "invoices", 3);
     let followers: Vec<u64> = [1, 2, 3].into_iter().filter(|&id| id != leader).collect();
     for &follower in &followers {
@@ -516,14 +502,7 @@ fn a_killed_leaders_in_flight_messages_come_back_with_their_ids() {
     let mut cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_for_leader(&[1, 2, 3]);
     let http = cluster.node(leader).http_address;
-    http_request(http, "POST", "/topic/create?topic=invoices", b"").assert_empty();
-    http_request(
-        http,
-        "POST",
-        "/channel/create?topic=invoices&channel=billing",
-        b"",
-    )
-    .assert_empty();
+    create_topic_and_channel(http, "invoices", "billing");
     let mut publisher = RawClient::connect(cluster.node(leader).tcp_address);
     let expected: BTreeSet<String> = (0..20).map(|i| format!("invoice-{i}")).collect();
     for body in &expected {
@@ -576,14 +555,7 @@ fn a_dead_member_is_replaced_without_losing_messages() {
     let mut cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_for_leader(&[1, 2, 3]);
     let http = cluster.node(leader).http_address;
-    http_request(http, "POST", "/topic/create?topic=ledger", b"").assert_empty();
-    http_request(
-        http,
-        "POST",
-        "/channel/create?topic=ledger&channel=books",
-        b"",
-    )
-    .assert_empty();
+    create_topic_and_channel(http, "ledger", "books");
     let mut expected = BTreeSet::new();
     let mut publish = |cluster: &Cluster, via: u64, label: &str| {
         let mut publisher = RawClient::connect(cluster.node(via).tcp_address);
@@ -651,14 +623,7 @@ fn a_deferred_message_survives_a_failover_and_keeps_its_time() {
     let mut cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_for_leader(&[1, 2, 3]);
     let http = cluster.node(leader).http_address;
-    http_request(http, "POST", "/topic/create?topic=reminders", b"").assert_empty();
-    http_request(
-        http,
-        "POST",
-        "/channel/create?topic=reminders&channel=mail",
-        b"",
-    )
-    .assert_empty();
+    create_topic_and_channel(http, "reminders", "mail");
     let follower = cluster.others(leader)[0];
     let mut publisher = RawClient::connect(cluster.node(follower).tcp_address);
     let defer_ms = 2_000;
@@ -684,14 +649,7 @@ fn followers_serve_admin_calls_and_their_own_memory_only_topics() {
     let leader = cluster.wait_for_leader(&[1, 2, 3]);
     let follower = cluster.others(leader)[0];
     let on_follower = cluster.node(follower).http_address;
-    http_request(on_follower, "POST", "/topic/create?topic=audit", b"").assert_empty();
-    http_request(
-        on_follower,
-        "POST",
-        "/channel/create?topic=audit&channel=c",
-        b"",
-    )
-    .assert_empty();
+    create_topic_and_channel(on_follower, "audit", "c");
     let pause = http_request(
         on_follower,
         "POST",

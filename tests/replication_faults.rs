@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, FAST_RAFT};
-use common::http::http_request;
+use common::http::{create_topic_and_channel, http_request};
 use common::{RawClient, RawMessage, DEADLINE, FRAME_ERROR, FRAME_RESPONSE};
 
 /// The tests of this file run one after the other.
@@ -97,23 +97,6 @@ fn heal(cluster: &Cluster) {
     for id in cluster.running() {
         set_cut(cluster, id, &[]);
     }
-}
-
-fn create_topic_and_channel(address: SocketAddr, topic: &str, channel: &str) {
-    http_request(
-        address,
-        "POST",
-        &format!("/topic/create?topic={topic}"),
-        b"",
-    )
-    .assert_empty();
-    http_request(
-        address,
-        "POST",
-        &format!("/channel/create?topic={topic}&channel={channel}"),
-        b"",
-    )
-    .assert_empty();
 }
 
 /// Publishes each body (one PUB at a time, each answered OK) at `address`.

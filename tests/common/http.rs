@@ -157,3 +157,21 @@ pub fn assert_quiet(consumer: &mut RawClient) {
 pub fn body_text(consumer: &mut RawClient) -> String {
     String::from_utf8(consumer.read_message().body).unwrap()
 }
+
+/// Creates `topic` and its `channel` through the HTTP API at `address`.
+pub fn create_topic_and_channel(address: SocketAddr, topic: &str, channel: &str) {
+    http_request(
+        address,
+        "POST",
+        &format!("/topic/create?topic={topic}"),
+        b"",
+    )
+    .assert_empty();
+    http_request(
+        address,
+        "POST",
+        &format!("/channel/create?topic={topic}&channel={channel}"),
+        b"",
+    )
+    .assert_empty();
+}

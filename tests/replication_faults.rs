@@ -380,21 +380,28 @@ fn a_paused_leader_never_acknowledges_an_uncommitted_write() {
     }
 }
 
+/// A group whose raft links can be cut (`--forward-timeout=1s`), with
+/// `topic` and `channel` made on its leader and five messages published
+/// there and replicated to every member: (the group, its leader, those
+/// messages).
+fn faultable_group(topic: &str, channel: &str) -> (Cluster, u64, BTreeSet<String>) {
+    let cluster = Cluster::start(3, &["--enable-fault-injection", "--forward-timeout=1s"]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3]);
+    create_topic_and_channel(cluster.node(leader).http_address, topic, channel);
+    let before = bodies("before", 5);
+    publish_all(cluster.node(leader).tcp_address, topic, &before);
+    for id in cluster.others(leader) {
+        wait_caught_up(&cluster, id, leader);
+    }
+    (cluster, leader, before.into_iter().collect())
+}
+
 #[test]
 fn a_partitioned_leader_cannot_accept_writes_and_the_majority_goes_on() {
     let _serial = serial();
     const TOPIC: &str = "split";
     const CHANNEL: &str = "audit";
-    let cluster = Cluster::start(3, &["--enable-fault-injection", "--forward-timeout=1s"]);
-    let old = cluster.wait_for_leader(&[1, 2, 3]);
-    create_topic_and_channel(cluster.node(old).http_address, TOPIC, CHANNEL);
-    let mut expected: BTreeSet<String> = BTreeSet::new();
-    let before = bodies("before", 5);
-    publish_all(cluster.node(old).tcp_address, TOPIC, &before);
-    expected.extend(before);
-    for id in cluster.others(old) {
-        wait_caught_up(&cluster, id, old);
-    }
+    let (cluster, old, mut expected) = faultable_group(TOPIC, CHANNEL);
 
     // The leader is cut off from both followers (both directions).
     isolate(&cluster, old);
@@ -472,18 +479,9 @@ fn a_minority_follower_cut_off_accepts_no_writes() {
     let _serial = serial();
     const TOPIC: &str = "minority";
     const CHANNEL: &str = "audit";
-    let cluster = Cluster::start(3, &["--enable-fault-injection", "--forward-timeout=1s"]);
-    let leader = cluster.wait_for_leader(&[1, 2, 3]);
-    create_topic_and_channel(cluster.node(leader).http_address, TOPIC, CHANNEL);
-    let mut expected: BTreeSet<String> = BTreeSet::new();
-    let before = bodies("before", 5);
-    publish_all(cluster.node(leader).tcp_address, TOPIC, &before);
-    expected.extend(before);
+    let (cluster, leader, mut expected) = faultable_group(TOPIC, CHANNEL);
     let cut = cluster.others(leader)[0];
     let rest = cluster.others(cut);
-    for id in cluster.others(leader) {
-        wait_caught_up(&cluster, id, leader);
-    }
 
     isolate(&cluster, cut);
     assert_pub_refused(

@@ -473,6 +473,25 @@ fn bad_replica_flags_are_refused_at_start() {
         "is not HOST:PORT",
     );
     assert_refused(&["--replicas=1=127.0.0.1:1"], "needs --node-id");
+    // Raft timing openraft refuses: refused before the data dir is touched.
+    let dir = tempfile::tempdir().unwrap();
+    let data_path = format!("--data-path={}", dir.path().display());
+    let grpc = common::cluster::free_address();
+    assert_refused_on(
+        &data_path,
+        &[
+            "--node-id=1",
+            &format!("--replicas=1={grpc}"),
+            &format!("--grpc-address={grpc}"),
+            "--raft-election-timeout=100ms",
+            "--raft-heartbeat-interval=200ms",
+        ],
+        "election_timeout_min(100) must be > heartbeat_interval(200)",
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "the data dir was written"
+    );
 }
 
 #[test]

@@ -55,6 +55,29 @@ const MAX_PROPOSAL_BYTES: usize = 1 << 20;
 pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 8 << 20;
 pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
 
+/// openraft's settings from ours, checked (before anything is opened or
+/// written, so that bad timing flags leave the data dir untouched).
+fn raft_config(tuning: &RaftTuning) -> anyhow::Result<openraft::Config> {
+    let config = openraft::Config {
+        cluster_name: "ledgerq".into(),
+        heartbeat_interval: tuning.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: tuning.election_timeout_min.as_millis() as u64,
+        election_timeout_max: election_timeout_max(tuning.election_timeout_min).as_millis() as u64,
+        install_snapshot_timeout: 5_000,
+        // With MAX_PROPOSAL_BYTES, one append-entries RPC carries at most
+        // 8 MiB, so it is answered within a heartbeat interval (openraft's
+        // timeout for it) even under load; a follower whose appends time out
+        // falls behind and, unable to win, disrupts the leader's term.
+        max_payload_entries: 8,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_entries),
+        max_in_snapshot_log_to_keep: 0,
+        ..openraft::Config::default()
+    }
+    .validate()
+    .context("raft settings")?;
+    Ok(config)
+}
+
 /// The top of the election timeout's random range: a third above its
 /// bottom. openraft 0.9 also makes it the leader lease: a follower of a
 /// live leader refuses votes for this long after the leader's last message,
@@ -146,6 +169,7 @@ pub async fn open(
     fault_injection: bool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Opened> {
+    let raft_config = raft_config(&tuning)?;
     check_mode(data_path, true)?;
     let listener = tokio::net::TcpListener::bind(config.grpc_address)
         .await
@@ -211,23 +235,6 @@ pub async fn open(
     }
     let faults = Arc::new(LinkFaults::default());
     let peers = Peers::new(identity.clone(), faults.clone());
-    let raft_config = openraft::Config {
-        cluster_name: "ledgerq".into(),
-        heartbeat_interval: tuning.heartbeat_interval.as_millis() as u64,
-        election_timeout_min: tuning.election_timeout_min.as_millis() as u64,
-        election_timeout_max: election_timeout_max(tuning.election_timeout_min).as_millis() as u64,
-        install_snapshot_timeout: 5_000,
-        // With MAX_PROPOSAL_BYTES, one append-entries RPC carries at most
-        // 8 MiB, so it is answered within a heartbeat interval (openraft's
-        // timeout for it) even under load; a follower whose appends time out
-        // falls behind and, unable to win, disrupts the leader's term.
-        max_payload_entries: 8,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_entries),
-        max_in_snapshot_log_to_keep: 0,
-        ..openraft::Config::default()
-    }
-    .validate()
-    .context("raft settings")?;
     let network = Network {
         peers: peers.clone(),
     };

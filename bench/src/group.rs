@@ -3,7 +3,7 @@
 //! through `GET /cluster`, time failovers (SIGKILL the leader, restart it),
 //! stop it.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::nsq::Connection;
+use crate::ports::free_address;
 use crate::server::{self, ServerCommand, ServerProcess, Stop};
 
 pub const MEMBERS: usize = 3;
@@ -26,10 +27,6 @@ pub struct Group {
     pub leader: usize,
     /// The leader's command line, for reports.
     pub display: String,
-}
-
-fn free_address() -> Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// `GET path` over HTTP/1.0, the body as JSON.
@@ -48,12 +45,8 @@ impl Group {
     /// Starts the members (`extra` flags on each) and waits for a leader
     /// that accepts connections.
     pub async fn start(binary: &Path, work: &Path, extra: &[&str]) -> Result<Group> {
-        let grpc: Vec<SocketAddr> = (0..MEMBERS)
-            .map(|_| free_address())
-            .collect::<Result<_>>()?;
-        let http: Vec<SocketAddr> = (0..MEMBERS)
-            .map(|_| free_address())
-            .collect::<Result<_>>()?;
+        let grpc: Vec<SocketAddr> = (0..MEMBERS).map(|_| free_address()).collect();
+        let http: Vec<SocketAddr> = (0..MEMBERS).map(|_| free_address()).collect();
         let replicas = grpc
             .iter()
             .enumerate()

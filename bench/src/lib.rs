@@ -4,5 +4,6 @@
 
 pub mod group;
 pub mod nsq;
+pub mod ports;
 pub mod server;
 pub mod util;

@@ -3,9 +3,8 @@
 //! the group (`GET /cluster`). Every wait polls with a deadline.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::http::http_request;
@@ -27,31 +26,7 @@ pub struct Cluster {
     pub extra_args: Vec<String>,
 }
 
-/// Ports handed out by [`free_address`]: below the kernel's ephemeral
-/// range (32768..61000 by default), so that no `:0` bind or outgoing
-/// connection of a concurrent test can take one between our check and the
-/// member's own bind (CI once lost a member that way).
-const RESERVED_PORTS: std::ops::Range<u16> = 12_000..32_000;
-
-/// A loopback address for a member's gRPC listener, which has to be known
-/// before the member starts (every member's `--replicas` names it). A
-/// process-wide counter, started at a pid-derived offset, keeps the tests of
-/// one binary (and binaries run one after another) on distinct ports; the
-/// bind check skips ports something else holds.
-pub fn free_address() -> SocketAddr {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let span = u32::from(RESERVED_PORTS.end - RESERVED_PORTS.start);
-    let offset = std::process::id().wrapping_mul(7_919) % span;
-    for _ in 0..span {
-        let step = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = RESERVED_PORTS.start + ((offset + step) % span) as u16;
-        let address = SocketAddr::from(([127, 0, 0, 1], port));
-        if TcpListener::bind(address).is_ok() {
-            return address;
-        }
-    }
-    panic!("no free port in {RESERVED_PORTS:?}");
-}
+pub use ledgerq_bench::ports::free_address;
 
 /// The `--replicas` value naming these members' gRPC addresses.
 pub fn replicas_flag(grpc: &BTreeMap<u64, SocketAddr>) -> String {

@@ -25,9 +25,11 @@ pub enum CliCommand {
     Serve(Box<ServeArgs>),
     /// Run the discovery service (the nsqlookupd equivalent).
     Lookupd(LookupdArgs),
+    /// Administer a running node over its gRPC admin API.
+    Admin(crate::admin::cli::AdminArgs),
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
+pub fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
@@ -168,10 +170,20 @@ pub struct ServeArgs {
     #[arg(long)]
     pub replicas: Option<String>,
 
-    /// Where this node serves the replica group's gRPC (raft) and, later,
-    /// the admin API.
+    /// Where this node serves gRPC: the admin API (`ledgerq.admin.v1.Admin`,
+    /// health, reflection) and, in redundancy mode, the replica group's raft.
     #[arg(long, default_value = "0.0.0.0:4153")]
     pub grpc_address: SocketAddr,
+
+    /// A file holding the admin API's token: every admin RPC must then carry
+    /// `authorization: Bearer <token>` metadata (UNAUTHENTICATED otherwise).
+    #[arg(long)]
+    pub grpc_admin_token_file: Option<PathBuf>,
+
+    /// With `--grpc-admin-token-file`: let the admin API's reads (list, get,
+    /// stats, cluster status, health) through without the token.
+    #[arg(long, default_value_t = false)]
+    pub grpc_admin_open_reads: bool,
 
     /// Redundancy mode: how long a write may wait for a leader to commit
     /// it before the client gets an error (never an OK).
@@ -243,7 +255,7 @@ impl LookupdArgs {
     pub fn defaults() -> Self {
         match Cli::parse_from(["ledgerq", "lookupd"]).command {
             CliCommand::Lookupd(args) => args,
-            CliCommand::Serve(_) => unreachable!("parsed the lookupd subcommand"),
+            _ => unreachable!("parsed the lookupd subcommand"),
         }
     }
 }
@@ -253,7 +265,7 @@ impl ServeArgs {
     pub fn defaults() -> Self {
         match Cli::parse_from(["ledgerq", "serve"]).command {
             CliCommand::Serve(args) => *args,
-            CliCommand::Lookupd(_) => unreachable!("parsed the serve subcommand"),
+            _ => unreachable!("parsed the serve subcommand"),
         }
     }
 }

@@ -5,6 +5,8 @@
 //!   crate's state machine and group committer.
 //! - [`connection`]: one client connection, top to bottom like the spec.
 //! - [`http`]: nsqd's HTTP API (`/pub`, `/mpub`, `/info`, ...).
+//! - [`admin`]: the gRPC admin API and the `ledgerq admin` command;
+//!   [`grpc`]: the server that carries it (and raft, in redundancy mode).
 //! - [`lookup_peer`]: registration of a node with its lookupds, as nsqd does.
 //! - [`lookupd`]: `ledgerq lookupd`, discovery compatible with nsqlookupd.
 //! - [`metrics`]: Prometheus `/metrics`, including the cost of durability.
@@ -12,10 +14,12 @@
 //! - [`config`]: command-line flags (nsqd's names and defaults).
 
 pub mod accept;
+pub mod admin;
 pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod grpc;
 pub mod http;
 pub mod logging;
 pub mod lookup_peer;

@@ -1,6 +1,6 @@
 //! The `ledgerq` command: parses flags, sets up logging, runs the broker
 //! (`serve`) or the discovery service (`lookupd`) until SIGTERM or SIGINT,
-//! then shuts down cleanly and exits 0.
+//! then shuts down cleanly and exits 0; or runs one of the tools (`admin`).
 
 use clap::Parser;
 use ledgerq::config::{Cli, CliCommand};
@@ -20,6 +20,12 @@ async fn main() -> anyhow::Result<()> {
             let running = ledgerq::lookupd::start(args).await?;
             stop_on_signal(running.shutdown_token());
             running.wait().await;
+        }
+        CliCommand::Admin(args) => {
+            if let Err(failure) = ledgerq::admin::cli::run(args).await {
+                eprintln!("ledgerq admin: {}", failure.message);
+                std::process::exit(failure.code);
+            }
         }
     }
     Ok(())

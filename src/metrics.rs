@@ -27,7 +27,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::broker::stats::{StatsFilter, TopicSnapshot};
 use crate::broker::Broker;
-use crate::http::cluster::replicated_view;
+use crate::replication::view::replicated_view;
 use crate::replication::Replication;
 
 /// Content type of the Prometheus text format 0.0.4.

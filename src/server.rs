@@ -14,10 +14,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::accept::{accept_until, drain};
+use crate::admin::auth::Policy;
+use crate::admin::service::{AdminContext, AdminService, Limits};
 use crate::broker::latency::LatencySettings;
 use crate::broker::{Broker, BrokerOptions, ChannelDirectory};
 use crate::config::{ms, ServeArgs};
 use crate::connection::{self, ConnectionSettings};
+use crate::grpc;
 use crate::http::{self, HttpState};
 use crate::lookup_peer::LookupPeers;
 use crate::lookupd::protocol::NodeInfo;
@@ -33,8 +36,9 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// A started server.
 pub struct Running {
     pub tcp_address: SocketAddr,
-    /// `None` when the default HTTP address could not be bound.
     pub http_address: SocketAddr,
+    /// The admin API (and, in redundancy mode, raft).
+    pub grpc_address: SocketAddr,
     pub broker: Arc<Broker>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -105,12 +109,16 @@ pub async fn start(
     let tcp_address = listener.local_addr()?;
     let http_listener = bind_http(&args).await?;
     let http_address = http_listener.local_addr()?;
+    let grpc = grpc_endpoint(&args).await?;
     let shutdown = CancellationToken::new();
     let store = store_options(&args, sync_hook);
     let commit_metrics = Arc::new(CommitMetrics::default());
     let options = broker_options(&args, commit_metrics.clone());
-    let (broker, replication) = match replica_config {
-        None => (open_single(&args, store, options).await?, None),
+    let (broker, replication, grpc) = match replica_config {
+        None => {
+            let broker = open_single(&args, store, options).await?;
+            (broker, None, grpc::serve(grpc, None, shutdown.clone())?)
+        }
         Some(config) => {
             let announced = Member {
                 grpc_address: String::new(),
@@ -130,6 +138,7 @@ pub async fn start(
                 options,
                 announced,
                 args.enable_fault_injection,
+                grpc,
                 shutdown.clone(),
             )
             .await
@@ -139,9 +148,18 @@ pub async fn start(
                     args.data_path.display()
                 )
             })?;
-            (opened.broker, Some(opened.replication))
+            (opened.broker, Some(opened.replication), opened.grpc)
         }
     };
+    grpc.attach(AdminContext {
+        broker: broker.clone(),
+        replication: replication.clone(),
+        limits: Limits {
+            max_msg_size_bytes: args.max_msg_size,
+            max_body_size_bytes: args.max_body_size,
+            max_req_timeout_ms: ms(args.max_req_timeout),
+        },
+    });
     tracing::info!(%tcp_address, data_path = %args.data_path.display(), fsync = !args.unsafe_no_fsync, "TCP: listening");
     tracing::info!(%http_address, "HTTP: listening");
     let metrics = Metrics::new(broker.clone(), &commit_metrics, replication.clone());
@@ -177,6 +195,7 @@ pub async fn start(
     Ok(Running {
         tcp_address,
         http_address,
+        grpc_address: grpc.address,
         broker,
         shutdown,
         task,
@@ -220,8 +239,25 @@ fn node_identity(args: &ServeArgs, tcp_address: SocketAddr, http_address: Socket
     }
 }
 
-/// Binds `--http-address`; without the flag, nsqd's default address, and if
-/// that is taken, no HTTP listener (an error is logged).
+/// Binds `--grpc-address`, with the admin API's access policy
+/// (`--grpc-admin-token-file`) read first: a bad token file stops the start
+/// before anything is opened.
+async fn grpc_endpoint(args: &ServeArgs) -> anyhow::Result<grpc::Endpoint> {
+    let policy = Policy::from_flags(
+        args.grpc_admin_token_file.as_deref(),
+        args.grpc_admin_open_reads,
+    )?;
+    let listener = TcpListener::bind(args.grpc_address)
+        .await
+        .with_context(|| format!("binding gRPC {}", args.grpc_address))?;
+    Ok(grpc::Endpoint {
+        listener,
+        admin: AdminService::new(policy),
+        max_body_size_bytes: args.max_body_size,
+    })
+}
+
+/// Binds `--http-address`.
 async fn bind_http(args: &ServeArgs) -> anyhow::Result<TcpListener> {
     let address = args.http_address;
     let listener = TcpListener::bind(address)

@@ -1,7 +1,8 @@
 //! Compiles `proto/ledgerq/command.proto` (the command wire encoding) and
 //! `proto/ledgerq/raft.proto` (the replicated log's records) with
 //! prost-build into `$OUT_DIR/ledgerq.{command,raft}.v1.rs`, which
-//! `src/pb.rs` includes. Needs `protoc` on the PATH, or `PROTOC` set.
+//! `src/pb.rs` includes. Uses the `protoc` that `PROTOC` names, else a
+//! vendored one, so a fresh machine needs no system protoc.
 
 use std::path::PathBuf;
 
@@ -17,6 +18,10 @@ fn main() -> std::io::Result<()> {
     }
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=PROTOC");
+    if std::env::var_os("PROTOC").is_none() {
+        let protoc = protoc_bin_vendored::protoc_bin_path().map_err(std::io::Error::other)?;
+        std::env::set_var("PROTOC", protoc);
+    }
 
     prost_build::Config::new()
         // `bytes` fields decode as `bytes::Bytes`: decoding from a `Bytes`

@@ -344,6 +344,7 @@ fn an_explicit_http_address_must_bind() {
         .arg("serve")
         .arg("--tcp-address=127.0.0.1:0")
         .arg(format!("--http-address={address}"))
+        .arg("--grpc-address=127.0.0.1:0")
         .arg(format!("--data-path={}", dir.path().display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())

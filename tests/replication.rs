@@ -439,6 +439,10 @@ fn assert_refused(args: &[&str], expected: &str) {
 }
 
 fn assert_refused_on(data_path: &str, args: &[&str], expected: &str) {
+    let grpc = match args.iter().any(|a| a.starts_with("--grpc-address")) {
+        true => None,
+        false => Some("--grpc-address=127.0.0.1:0"),
+    };
     let output = Command::new(env!("CARGO_BIN_EXE_ledgerq"))
         .args([
             "serve",
@@ -446,6 +450,7 @@ fn assert_refused_on(data_path: &str, args: &[&str], expected: &str) {
             "--tcp-address=127.0.0.1:0",
             "--http-address=127.0.0.1:0",
         ])
+        .args(grpc)
         .args(args)
         .stdin(Stdio::null())
         .output()

@@ -27,6 +27,7 @@ fn serve_args(dir: &Path) -> ServeArgs {
     let mut args = ServeArgs::defaults();
     args.tcp_address = "127.0.0.1:0".parse().unwrap();
     args.http_address = "127.0.0.1:0".parse().unwrap();
+    args.grpc_address = "127.0.0.1:0".parse().unwrap();
     args.data_path = dir.to_path_buf();
     args
 }

@@ -42,6 +42,13 @@ impl ServerCommand {
             },
             format!("--data-path={}", self.data_path.display()),
         ];
+        if !self
+            .extra_args
+            .iter()
+            .any(|a| a.starts_with("--grpc-address"))
+        {
+            args.push("--grpc-address=127.0.0.1:0".to_string());
+        }
         args.extend(self.extra_args.iter().cloned());
         args
     }

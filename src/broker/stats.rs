@@ -120,6 +120,18 @@ impl ClientSnapshot {
 }
 
 impl Broker {
+    /// `Ok` while the node takes writes; else why not (a write or fsync
+    /// failed, so it refuses writes from then on; or it is shutting down).
+    pub fn health(&self) -> Result<(), String> {
+        if let Some(error) = self.log().failure() {
+            return Err(format!("NOK - {error}"));
+        }
+        if self.is_exiting() {
+            return Err("NOK - exiting".to_owned());
+        }
+        Ok(())
+    }
+
     /// Everything `filter` selects, read under one lock.
     pub fn stats(&self, filter: &StatsFilter) -> StatsSnapshot {
         let now_ms = clock::now_ms();

@@ -79,16 +79,10 @@ pub fn hostname() -> String {
 /// `GET /ping`: plain `OK` (no V1 header), or 500 once a write or fsync has
 /// failed (the node refuses writes from then on) or while shutting down.
 pub async fn ping(State(state): State<Arc<HttpState>>) -> Response {
-    if let Some(error) = state.broker.log().failure() {
-        return plain_text(StatusCode::INTERNAL_SERVER_ERROR, format!("NOK - {error}"));
+    match state.broker.health() {
+        Ok(()) => plain_text(StatusCode::OK, "OK".to_owned()),
+        Err(error) => plain_text(StatusCode::INTERNAL_SERVER_ERROR, error),
     }
-    if state.broker.is_exiting() {
-        return plain_text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "NOK - exiting".to_owned(),
-        );
-    }
-    plain_text(StatusCode::OK, "OK".to_owned())
 }
 
 /// `GET /info`.

@@ -10,7 +10,8 @@
 //!
 //! Files: `config.rs` (the flags), `rpc.rs` (messages), `network.rs`
 //! (client side, forwarding), `service.rs` (server side), `identity.rs`
-//! (cluster id), `bootstrap.rs`, `faults.rs` (the test seam).
+//! (cluster id), `bootstrap.rs`, `faults.rs` (the test seam), `view.rs`
+//! (what `/cluster` and the admin API show).
 
 pub mod bootstrap;
 pub mod config;
@@ -20,8 +21,8 @@ pub mod membership;
 pub mod network;
 pub mod rpc;
 pub mod service;
+pub mod view;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -153,7 +154,7 @@ pub fn check_mode(data_path: &Path, replicated: bool) -> anyhow::Result<()> {
 pub struct Opened {
     pub broker: Arc<Broker>,
     pub replication: Arc<Replication>,
-    pub grpc_address: SocketAddr,
+    pub grpc: crate::grpc::Serving,
 }
 
 /// Opens this member's storage, starts raft, the gRPC service, the
@@ -167,14 +168,11 @@ pub async fn open(
     broker_options: BrokerOptions,
     announced: Member,
     fault_injection: bool,
+    grpc: crate::grpc::Endpoint,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Opened> {
     let raft_config = raft_config(&tuning)?;
     check_mode(data_path, true)?;
-    let listener = tokio::net::TcpListener::bind(config.grpc_address)
-        .await
-        .with_context(|| format!("binding gRPC {}", config.grpc_address))?;
-    let grpc_address = listener.local_addr()?;
     let member = Member {
         grpc_address: config.replicas[&config.node_id].clone(),
         ..announced
@@ -263,19 +261,8 @@ pub async fn open(
     let server = rpc::pb::raft_server::RaftServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        let serving = tonic::transport::Server::builder()
-            .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
-            .add_service(server)
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
-        if let Err(error) = serving.await {
-            tracing::error!(%error, "gRPC server failed");
-        }
-    });
-    tracing::info!(%grpc_address, node_id = config.node_id, cluster_id = %identity.cluster_id(), "gRPC: listening (raft)");
+    let serving = crate::grpc::serve(grpc, Some(server), shutdown.clone())?;
+    tracing::info!(node_id = config.node_id, cluster_id = %identity.cluster_id(), "raft: serving on the gRPC address");
     tokio::spawn(bootstrap::run(
         config.clone(),
         raft.clone(),
@@ -319,6 +306,6 @@ pub async fn open(
     Ok(Opened {
         broker,
         replication,
-        grpc_address,
+        grpc: serving,
     })
 }

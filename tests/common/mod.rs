@@ -23,6 +23,8 @@ pub struct Server {
     pub child: Child,
     pub tcp_address: SocketAddr,
     pub http_address: SocketAddr,
+    /// The admin API (and raft, in redundancy mode).
+    pub grpc_address: SocketAddr,
     pub data_dir: PathBuf,
     pub extra_args: Vec<String>,
 }
@@ -33,11 +35,12 @@ impl Server {
         let data_path = format!("--data-path={}", data_dir.display());
         let mut args = vec!["serve", &data_path];
         args.extend_from_slice(extra_args);
-        let (child, tcp_address, http_address) = spawn_listening(&args);
+        let spawned = spawn_serving(&args);
         Server {
-            child,
-            tcp_address,
-            http_address,
+            child: spawned.child,
+            tcp_address: spawned.tcp_address,
+            http_address: spawned.http_address,
+            grpc_address: spawned.grpc_address,
             data_dir: data_dir.to_path_buf(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         }
@@ -93,10 +96,40 @@ pub fn spawn_listening(args: &[&str]) -> (Child, SocketAddr, SocketAddr) {
 
 /// As [`spawn_listening`], on the given addresses.
 pub fn spawn_listening_at(args: &[&str], tcp: &str, http: &str) -> (Child, SocketAddr, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ledgerq"))
+    let spawned = spawn_at(args, tcp, http);
+    (spawned.child, spawned.tcp_address, spawned.http_address)
+}
+
+/// A started `ledgerq serve` and where it listens.
+pub struct Spawned {
+    pub child: Child,
+    pub tcp_address: SocketAddr,
+    pub http_address: SocketAddr,
+    pub grpc_address: SocketAddr,
+}
+
+/// Runs `ledgerq serve <args>` on free loopback ports (gRPC included) and
+/// waits until it has reported all three listening addresses.
+pub fn spawn_serving(args: &[&str]) -> Spawned {
+    assert_eq!(args.first(), Some(&"serve"));
+    spawn_at(args, "127.0.0.1:0", "127.0.0.1:0")
+}
+
+/// `serve` also gets a free gRPC port unless `args` name one; its address
+/// is then awaited too (`lookupd` has none: its `grpc_address` is its TCP
+/// one).
+fn spawn_at(args: &[&str], tcp: &str, http: &str) -> Spawned {
+    let serve = args.first() == Some(&"serve");
+    let free_grpc = serve && !args.iter().any(|a| a.starts_with("--grpc-address"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ledgerq"));
+    command
         .args(&args[..1])
         .arg(format!("--tcp-address={tcp}"))
-        .arg(format!("--http-address={http}"))
+        .arg(format!("--http-address={http}"));
+    if free_grpc {
+        command.arg("--grpc-address=127.0.0.1:0");
+    }
+    let mut child = command
         .args(&args[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -112,7 +145,7 @@ pub fn spawn_listening_at(args: &[&str], tcp: &str, http: &str) -> (Child, Socke
             if std::env::var_os("LEDGERQ_TEST_LOG").is_some() {
                 eprintln!("[ledgerq] {line}");
             }
-            for field in ["tcp_address=", "http_address="] {
+            for field in ["tcp_address=", "http_address=", "grpc_address="] {
                 if let Some(address) = listening_address(&line, field) {
                     let _ = sender.send((field, address));
                 }
@@ -120,10 +153,13 @@ pub fn spawn_listening_at(args: &[&str], tcp: &str, http: &str) -> (Child, Socke
             remember(&recent_lines, line);
         }
     });
-    let (mut tcp_address, mut http_address) = (None, None);
-    while tcp_address.is_none() || http_address.is_none() {
-        let (field, address) = match receiver.recv_timeout(DEADLINE) {
-            Ok(reported) => reported,
+    let fields = if serve { 3 } else { 2 };
+    let mut reported = std::collections::HashMap::new();
+    while reported.len() < fields {
+        match receiver.recv_timeout(DEADLINE) {
+            Ok((field, address)) => {
+                reported.insert(field, address);
+            }
             Err(error) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -135,17 +171,18 @@ pub fn spawn_listening_at(args: &[&str], tcp: &str, http: &str) -> (Child, Socke
                     lines.join("\n")
                 );
             }
-        };
-        match field {
-            "tcp_address=" => tcp_address = Some(address),
-            _ => http_address = Some(address),
         }
     }
-    (
+    let tcp_address = reported["tcp_address="];
+    Spawned {
         child,
-        tcp_address.expect("reported"),
-        http_address.expect("reported"),
-    )
+        tcp_address,
+        http_address: reported["http_address="],
+        grpc_address: reported
+            .get("grpc_address=")
+            .copied()
+            .unwrap_or(tcp_address),
+    }
 }
 
 /// Keeps the last lines a child wrote to stderr, for a failure message.

@@ -25,6 +25,9 @@ pub enum CliCommand {
     Serve(Box<ServeArgs>),
     /// Run the discovery service (the nsqlookupd equivalent).
     Lookupd(LookupdArgs),
+    /// NSQ's command-line tools (`src/tools/`).
+    #[command(flatten)]
+    Tools(crate::tools::ToolCommand),
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -243,7 +246,7 @@ impl LookupdArgs {
     pub fn defaults() -> Self {
         match Cli::parse_from(["ledgerq", "lookupd"]).command {
             CliCommand::Lookupd(args) => args,
-            CliCommand::Serve(_) => unreachable!("parsed the lookupd subcommand"),
+            _ => unreachable!("parsed the lookupd subcommand"),
         }
     }
 }
@@ -253,7 +256,7 @@ impl ServeArgs {
     pub fn defaults() -> Self {
         match Cli::parse_from(["ledgerq", "serve"]).command {
             CliCommand::Serve(args) => *args,
-            CliCommand::Lookupd(_) => unreachable!("parsed the serve subcommand"),
+            _ => unreachable!("parsed the serve subcommand"),
         }
     }
 }

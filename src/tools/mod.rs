@@ -6,7 +6,8 @@
 //! - [`tail`]: `ledgerq tail` (nsq_tail);
 //! - [`to_file`]: `ledgerq to-file` (nsq_to_file, lossless and exactly once);
 //! - [`stat`]: `ledgerq stat` (nsq_stat);
-//! - [`nsq_client`] and [`consumer`]: the protocol client they share;
+//! - [`frame_codec`], [`nsq_client`] and [`consumer`]: the protocol client
+//!   they share;
 //! - [`discovery`]: addresses, lookupd queries and the HTTP client.
 //!
 //! Every tool exits 0 on success; on failure it prints one line
@@ -14,6 +15,7 @@
 
 pub mod consumer;
 pub mod discovery;
+pub mod frame_codec;
 pub mod nsq_client;
 pub mod publish;
 pub mod stat;

@@ -27,6 +27,9 @@ pub enum CliCommand {
     Lookupd(LookupdArgs),
     /// Administer a running node over its gRPC admin API.
     Admin(crate::admin::cli::AdminArgs),
+    /// NSQ's command-line tools (`src/tools/`).
+    #[command(flatten)]
+    Tools(crate::tools::ToolCommand),
 }
 
 pub fn duration(text: &str) -> Result<Duration, String> {

@@ -12,6 +12,7 @@
 //! - [`metrics`]: Prometheus `/metrics`, including the cost of durability.
 //! - [`server`]: the accept loop, timers and graceful shutdown.
 //! - [`config`]: command-line flags (nsqd's names and defaults).
+//! - [`tools`]: NSQ's command-line tools (`pub`, `tail`, `to-file`, `stat`).
 
 pub mod accept;
 pub mod admin;
@@ -28,3 +29,4 @@ pub mod metrics;
 pub mod protocol;
 pub mod replication;
 pub mod server;
+pub mod tools;

@@ -1,6 +1,8 @@
 //! The `ledgerq` command: parses flags, sets up logging, runs the broker
 //! (`serve`) or the discovery service (`lookupd`) until SIGTERM or SIGINT,
-//! then shuts down cleanly and exits 0; or runs one of the tools (`admin`).
+//! then shuts down cleanly and exits 0; or runs one of the tools (`admin`:
+//! `src/admin/cli.rs`; NSQ's `pub`, `tail`, `to-file`, `stat`:
+//! `src/tools/`) and exits with its code.
 
 use clap::Parser;
 use ledgerq::config::{Cli, CliCommand};
@@ -27,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(failure.code);
             }
         }
+        CliCommand::Tools(command) => std::process::exit(ledgerq::tools::run(command).await),
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,6 +25,23 @@ pub enum CliCommand {
     Serve(Box<ServeArgs>),
     /// Run the discovery service (the nsqlookupd equivalent).
     Lookupd(LookupdArgs),
+    /// Print the shell completion script for ledgerq to stdout.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Prints `shell`'s completion script for every subcommand and flag of
+/// `ledgerq`. A reader that stops early (`| head`) is not an error.
+pub fn print_completions(shell: clap_complete::Shell) -> std::io::Result<()> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "ledgerq", &mut script);
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result,
+    }
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -243,7 +260,7 @@ impl LookupdArgs {
     pub fn defaults() -> Self {
         match Cli::parse_from(["ledgerq", "lookupd"]).command {
             CliCommand::Lookupd(args) => args,
-            CliCommand::Serve(_) => unreachable!("parsed the lookupd subcommand"),
+            _ => unreachable!("parsed the lookupd subcommand"),
         }
     }
 }
@@ -253,7 +270,7 @@ impl ServeArgs {
     pub fn defaults() -> Self {
         match Cli::parse_from(["ledgerq", "serve"]).command {
             CliCommand::Serve(args) => *args,
-            CliCommand::Lookupd(_) => unreachable!("parsed the serve subcommand"),
+            _ => unreachable!("parsed the serve subcommand"),
         }
     }
 }

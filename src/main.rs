@@ -1,6 +1,7 @@
 //! The `ledgerq` command: parses flags, sets up logging, runs the broker
 //! (`serve`) or the discovery service (`lookupd`) until SIGTERM or SIGINT,
-//! then shuts down cleanly and exits 0.
+//! then shuts down cleanly and exits 0; `completions` prints a shell
+//! completion script.
 
 use clap::Parser;
 use ledgerq::config::{Cli, CliCommand};
@@ -21,6 +22,7 @@ async fn main() -> anyhow::Result<()> {
             stop_on_signal(running.shutdown_token());
             running.wait().await;
         }
+        CliCommand::Completions { shell } => ledgerq::config::print_completions(shell)?,
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +30,23 @@ pub enum CliCommand {
     /// NSQ's command-line tools (`src/tools/`).
     #[command(flatten)]
     Tools(crate::tools::ToolCommand),
+    /// Print the shell completion script for ledgerq to stdout.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Prints `shell`'s completion script for every subcommand and flag of
+/// `ledgerq`. A reader that stops early (`| head`) is not an error.
+pub fn print_completions(shell: clap_complete::Shell) -> std::io::Result<()> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "ledgerq", &mut script);
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result,
+    }
 }
 
 pub fn duration(text: &str) -> Result<Duration, String> {

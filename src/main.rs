@@ -2,7 +2,8 @@
 //! (`serve`) or the discovery service (`lookupd`) until SIGTERM or SIGINT,
 //! then shuts down cleanly and exits 0; or runs one of the tools (`admin`:
 //! `src/admin/cli.rs`; NSQ's `pub`, `tail`, `to-file`, `stat`:
-//! `src/tools/`) and exits with its code.
+//! `src/tools/`) and exits with its code; `completions` prints a shell
+//! completion script.
 
 use clap::Parser;
 use ledgerq::config::{Cli, CliCommand};
@@ -30,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         CliCommand::Tools(command) => std::process::exit(ledgerq::tools::run(command).await),
+        CliCommand::Completions { shell } => ledgerq::config::print_completions(shell)?,
     }
     Ok(())
 }

@@ -234,8 +234,6 @@ fn node_identity(args: &ServeArgs, tcp_address: SocketAddr, http_address: Socket
         http_port: port(args.broadcast_http_port, http_address),
         broadcast_address: crate::http::info::broadcast_address(&args.broadcast_address),
         hostname,
-        topology_zone: String::new(),
-        topology_region: String::new(),
     }
 }
 

@@ -50,8 +50,8 @@ fn ping_and_info() {
     assert_eq!(json["max_output_buffer_timeout"], 30_000_000_000u64);
     assert_eq!(json["broadcast_address"], json["hostname"]);
     assert!(json["start_time"].as_u64().unwrap() > 1_600_000_000);
-    assert_eq!(json["topology_zone"], "");
-    assert_eq!(json["topology_region"], "");
+    // nsqd v1.3.0 has no topology keys (they came after its release).
+    assert!(json.get("topology_zone").is_none() && json.get("topology_region").is_none());
 }
 
 #[test]

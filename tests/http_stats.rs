@@ -153,8 +153,6 @@ const CLIENT_SHAPE: &[(&str, Kind)] = &[
     ("deflate", Kind::Bool),
     ("snappy", Kind::Bool),
     ("user_agent", Kind::Str),
-    ("topology_zone", Kind::Str),
-    ("topology_region", Kind::Str),
     ("tls", Kind::Bool),
     ("tls_cipher_suite", Kind::Str),
     ("tls_version", Kind::Str),
@@ -621,4 +619,41 @@ fn e2e_processing_latency_quantiles_are_reported_when_configured() {
     let after = line.split("e2e%: ").nth(1).expect("e2e% column");
     assert_eq!(after.split(", ").count(), 2, "{line}");
     assert!(after.ends_with('s'), "{line}");
+}
+
+/// nsqd counts a message in a channel's `message_count` when it enters the
+/// channel: emptying the channel does not take it back (nsqd v1.3.0: publish
+/// 3, empty, `message_count` 3).
+#[test]
+fn message_count_keeps_what_an_empty_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = HttpServer::start(dir.path(), &[]);
+    server.post("/topic/create?topic=t", b"").assert_empty();
+    server
+        .post("/channel/create?topic=t&channel=c", b"")
+        .assert_empty();
+    server.post("/mpub?topic=t", b"a\nb\nc").assert_ok();
+    let mut consumer = RawClient::connect(server.tcp_address);
+    consumer.subscribe("t", "c");
+    consumer.command("RDY 1");
+    let read = consumer.read_message();
+    let doc = stats(&server, "");
+    assert_eq!(channel(&doc, "t", "c")["message_count"], 3);
+    server
+        .post("/channel/empty?topic=t&channel=c", b"")
+        .assert_empty();
+    let doc = stats(&server, "");
+    let emptied = channel(&doc, "t", "c");
+    assert_eq!(
+        (emptied["message_count"].as_u64(), emptied["depth"].as_u64()),
+        (Some(3), Some(0))
+    );
+    let id = String::from_utf8_lossy(&read.id).into_owned();
+    consumer.command(&format!("FIN {id}"));
+    consumer.expect_error(&format!("E_FIN_FAILED FIN {id} failed ID not in flight"));
+    server.post("/pub?topic=t", b"d").assert_ok();
+    let fresh = consumer.read_message();
+    assert_eq!(fresh.body, b"d");
+    let doc = stats(&server, "");
+    assert_eq!(channel(&doc, "t", "c")["message_count"], 4);
 }

@@ -142,8 +142,6 @@ fn lookup_lists_live_producers_and_all_channels() {
             "http_port",
             "remote_address",
             "tcp_port",
-            "topology_region",
-            "topology_zone",
             "version"
         ],
         "PeerInfo's fields (serde_json sorts keys)"

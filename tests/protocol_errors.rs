@@ -994,8 +994,7 @@ fn identify_reply_lists_negotiated_values_in_nsqd_key_order() {
                 r#"{{"max_rdy_count":10,"version":"1.3.0","max_msg_timeout":60000,"#,
                 r#""msg_timeout":{},"tls_v1":false,"deflate":false,"deflate_level":6,"#,
                 r#""max_deflate_level":6,"snappy":false,"sample_rate":{},"auth_required":false,"#,
-                r#""output_buffer_size":{},"output_buffer_timeout":{},"#,
-                r#""topology_region":"","topology_zone":""}}"#
+                r#""output_buffer_size":{},"output_buffer_timeout":{}}}"#
             ),
             msg_timeout, sample_rate, size, timeout
         )

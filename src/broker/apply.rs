@@ -312,9 +312,23 @@ impl Broker {
 /// Drops what the channel holds below `floor`, and gives its clients back
 /// the in-flight slots it held.
 pub(super) fn empty_channel(state: &mut BrokerState, channel_id: u64, floor: u64) {
-    let Some(channel) = state.channel_by_id_mut(channel_id) else {
+    let Some(topic) = state
+        .topic_of_channel(channel_id)
+        .and_then(|topic| state.topic_by_id_mut(topic))
+    else {
         return;
     };
+    let Some(read_cursor) = topic
+        .channel_by_id_mut(channel_id)
+        .map(|channel| channel.read_cursor())
+    else {
+        return;
+    };
+    // nsqd counts a message in `message_count` when it enters the channel;
+    // here a message counts when it is read, or now, if it is dropped unread.
+    let dropped_unread = topic.unread(read_cursor) - topic.unread(floor.max(read_cursor));
+    let channel = topic.channel_by_id_mut(channel_id).expect("found above");
+    channel.count_dropped_unread(dropped_unread);
     for client in channel.empty(floor) {
         if let Some(client) = state.clients.get_mut(&client) {
             client.in_flight_count = client.in_flight_count.saturating_sub(1);

@@ -209,6 +209,12 @@ impl Channel {
         self.counters
     }
 
+    /// Counts messages that entered the channel and were emptied before
+    /// they were read (`message_count` counts every message that entered).
+    pub fn count_dropped_unread(&mut self, count: u64) {
+        self.counters.message_count += count;
+    }
+
     /// Keeps the "since start" counters and latency window of `old`.
     pub fn keep_counters_of(&mut self, old: &mut Channel) {
         self.counters = old.counters;

@@ -27,8 +27,6 @@ pub struct Info {
     pub max_output_buffer_size: u64,
     pub max_output_buffer_timeout: u128,
     pub max_deflate_level: u32,
-    pub topology_zone: String,
-    pub topology_region: String,
 }
 
 /// nsqd's `--max-deflate-level` default (ledgerq does not negotiate deflate).
@@ -52,8 +50,6 @@ impl Info {
             max_output_buffer_size: args.max_output_buffer_size,
             max_output_buffer_timeout: args.max_output_buffer_timeout.as_nanos(),
             max_deflate_level: MAX_DEFLATE_LEVEL,
-            topology_zone: String::new(),
-            topology_region: String::new(),
         }
     }
 }

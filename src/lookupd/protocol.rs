@@ -46,8 +46,6 @@ pub struct NodeInfo {
     pub tcp_port: u16,
     pub http_port: u16,
     pub version: String,
-    pub topology_zone: String,
-    pub topology_region: String,
 }
 
 impl NodeInfo {

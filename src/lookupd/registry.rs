@@ -363,7 +363,6 @@ mod tests {
                 tcp_port: 4150,
                 http_port: 4151,
                 version: "1.3.0".to_owned(),
-                ..NodeInfo::default()
             },
             last_update_ns: now_ns,
         }

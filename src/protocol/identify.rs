@@ -25,8 +25,6 @@ pub struct IdentifyRequest {
     pub deflate_level: Option<i64>,
     pub sample_rate: Option<i32>,
     pub msg_timeout: Option<i64>,
-    pub topology_region: Option<String>,
-    pub topology_zone: Option<String>,
 }
 
 /// Server limits and defaults used by the negotiation (nsqd defaults via `Default`).
@@ -70,8 +68,6 @@ pub struct ServerFeatures {
     pub deflate_available: bool,
     pub snappy_available: bool,
     pub auth_required: bool,
-    pub topology_region: String,
-    pub topology_zone: String,
 }
 
 impl ServerFeatures {
@@ -86,8 +82,6 @@ impl ServerFeatures {
             deflate_available: false,
             snappy_available: false,
             auth_required: false,
-            topology_region: String::new(),
-            topology_zone: String::new(),
         }
     }
 }
@@ -123,8 +117,6 @@ pub struct Negotiated {
     pub snappy: bool,
     pub deflate: bool,
     pub deflate_level: i64,
-    pub topology_region: String,
-    pub topology_zone: String,
 }
 
 impl Negotiated {
@@ -144,8 +136,6 @@ impl Negotiated {
             snappy: false,
             deflate: false,
             deflate_level: 0,
-            topology_region: String::new(),
-            topology_zone: String::new(),
         }
     }
 
@@ -176,8 +166,6 @@ impl Negotiated {
             auth_required: server.auth_required,
             output_buffer_size: self.output_buffer_size_bytes,
             output_buffer_timeout: self.output_buffer_timeout_ms,
-            topology_region: &server.topology_region,
-            topology_zone: &server.topology_zone,
         };
         let json = serde_json::to_string(&reply).unwrap_or_else(|_| String::from("{}"));
         go_html_escape(&json)
@@ -214,8 +202,6 @@ struct IdentifyReply<'a> {
     auth_required: bool,
     output_buffer_size: u64,
     output_buffer_timeout: u64,
-    topology_region: &'a str,
-    topology_zone: &'a str,
 }
 
 /// Decode an IDENTIFY body and apply every negotiation rule.
@@ -243,8 +229,6 @@ pub fn negotiate(body: &[u8], limits: &IdentifyLimits) -> Result<Negotiated, Pro
         snappy: request.snappy.unwrap_or(false),
         deflate: request.deflate.unwrap_or(false),
         deflate_level: request.deflate_level.unwrap_or(0),
-        topology_region: request.topology_region.unwrap_or_default(),
-        topology_zone: request.topology_zone.unwrap_or_default(),
     })
 }
 
@@ -519,8 +503,7 @@ mod tests {
                 r#"{"max_rdy_count":2500,"version":"1.3.0","max_msg_timeout":900000,"#,
                 r#""msg_timeout":5000,"tls_v1":false,"deflate":false,"deflate_level":6,"#,
                 r#""max_deflate_level":6,"snappy":false,"sample_rate":0,"auth_required":false,"#,
-                r#""output_buffer_size":16384,"output_buffer_timeout":250,"#,
-                r#""topology_region":"","topology_zone":""}"#
+                r#""output_buffer_size":16384,"output_buffer_timeout":250}"#
             )
         );
         let upgrades = n
@@ -572,11 +555,10 @@ mod tests {
 
     #[test]
     fn reply_escapes_html_like_go() {
-        let mut server = ServerFeatures::new("1.3.0");
-        server.topology_region = "a<b>&c\u{2028}".into();
+        let server = ServerFeatures::new("a<b>&c\u{2028}");
         let json = negotiated("{}").response_json(&server);
         assert!(
-            json.contains(r#""topology_region":"a\u003cb\u003e\u0026c\u2028""#),
+            json.contains(r#""version":"a\u003cb\u003e\u0026c\u2028""#),
             "{json}"
         );
     }

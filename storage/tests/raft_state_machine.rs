@@ -536,3 +536,83 @@ async fn a_snapshot_that_cannot_be_installed_changes_nothing() {
         "a snapshot that failed to install must not be offered to others"
     );
 }
+
+/// Building a snapshot copies no data: its directory hard-links the state
+/// store's SST files. Only the snapshot just built is kept.
+#[tokio::test]
+async fn a_snapshot_hard_links_the_stores_files() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, first, _) = leader_with_snapshot(dir.path()).await;
+    let second =
+        a.sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build another snapshot")
+            .meta;
+    assert_ne!(first.snapshot_id, second.snapshot_id);
+    let mut names: Vec<String> = std::fs::read_dir(snapshot_dir(dir.path()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let id = second.snapshot_id.clone();
+    assert_eq!(names, [id.clone(), format!("{id}.meta")]);
+    let snapshot = snapshot_dir(dir.path()).join(&id);
+    let mut linked = 0;
+    for entry in std::fs::read_dir(&snapshot).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().ends_with(".sst") {
+            assert!(
+                entry.metadata().unwrap().nlink() >= 2,
+                "{entry:?} is a copy"
+            );
+            linked += 1;
+        }
+    }
+    assert!(linked > 0, "the checkpoint has SST files");
+}
+
+/// What a crash leaves in the snapshot directory is cleaned up at start:
+/// an unfinished checkpoint, a directory without metadata, a partial
+/// receive; with two complete snapshots the newer one is current.
+#[tokio::test]
+async fn a_restart_keeps_the_newest_complete_snapshot_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, first, first_bytes) = leader_with_snapshot(dir.path()).await;
+    let snapshots = snapshot_dir(dir.path());
+    // A crash after the newer snapshot's metadata was written, before the
+    // older one was deleted, is simulated by restoring an older metadata
+    // file next to the current one under a smaller log id.
+    let older = format!("0-0-0{}", "1");
+    std::fs::create_dir(snapshots.join(&older)).unwrap();
+    let mut older_meta = first.clone();
+    older_meta.snapshot_id = older.clone();
+    older_meta.last_log_id = None;
+    let encoded =
+        prost::Message::encode_to_vec(&ledgerq_storage::raft::snapshot_meta_to_pb(&older_meta));
+    std::fs::write(snapshots.join(format!("{older}.meta")), encoded).unwrap();
+    std::fs::create_dir(snapshots.join("checkpoint")).unwrap();
+    std::fs::create_dir(snapshots.join("9-9-abc")).unwrap();
+    std::fs::write(snapshots.join("receiving-1.tar"), b"partial").unwrap();
+    std::fs::write(snapshots.join("x.meta.tmp"), b"partial").unwrap();
+    drop(a);
+    let mut reopened = Node::open(dir.path(), ME);
+    let current = reopened
+        .sm
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("the current snapshot survives");
+    assert_eq!(current.meta, first);
+    let mut data = current.snapshot;
+    assert_eq!(read_all(&mut data).await, first_bytes);
+    let mut names: Vec<String> = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let id = first.snapshot_id.clone();
+    assert_eq!(names, [id.clone(), format!("{id}.meta")]);
+}

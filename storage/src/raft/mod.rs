@@ -27,6 +27,7 @@ mod log_store;
 mod log_tail;
 mod replicated_log;
 mod snapshot;
+mod snapshot_data;
 mod state_machine;
 
 use std::fmt;
@@ -44,6 +45,7 @@ pub use replicated_log::{
     ForwardError, ForwardFuture, Forwarder, ReplicatedLog, ReplicatedLogOptions,
 };
 pub use snapshot::SNAPSHOT_DIR;
+pub use snapshot_data::{CheckpointTar, SnapshotData};
 pub use state_machine::{ReplicatedState, ReplicatedStateOptions};
 
 /// A member's id in its replica group (`--node-id`).
@@ -56,7 +58,7 @@ openraft::declare_raft_types!(
         R = (),
         NodeId = NodeId,
         Node = Member,
-        SnapshotData = tokio::fs::File,
+        SnapshotData = SnapshotData,
 );
 
 pub type Entry = openraft::Entry<TypeConfig>;

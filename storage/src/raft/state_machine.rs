@@ -27,8 +27,8 @@ use prost::Message;
 use super::convert::{log_id_to_pb, stored_membership_to_pb};
 use super::snapshot::{read_raft_meta, rewind, SnapshotFiles};
 use super::{
-    is_dispatch_command, Entry, LogId, Origin, RaftError, Snapshot, SnapshotMeta, StoredMembership,
-    TypeConfig,
+    is_dispatch_command, CheckpointTar, Entry, LogId, Origin, RaftError, Snapshot, SnapshotData,
+    SnapshotMeta, StoredMembership, TypeConfig,
 };
 use crate::error::{ApplyError, StorageError};
 use crate::keys;
@@ -199,6 +199,26 @@ impl ReplicatedState {
         }
     }
 
+    /// Writes `archive` into a new receiving file.
+    fn receive(&mut self, archive: &CheckpointTar) -> Result<std::fs::File, StorageError> {
+        use std::io::Write;
+        let (path, mut file) = self.snapshots.receiving()?;
+        self.receiving = Some(path);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut offset = 0;
+        loop {
+            let read = archive
+                .read_at(offset, &mut buf)
+                .map_err(|e| StorageError::Rocks(format!("read a snapshot: {e}")))?;
+            if read == 0 {
+                return Ok(file);
+            }
+            file.write_all(&buf[..read])
+                .map_err(|e| StorageError::Rocks(format!("write a received snapshot: {e}")))?;
+            offset += read as u64;
+        }
+    }
+
     fn install(
         &mut self,
         meta: &SnapshotMeta,
@@ -254,12 +274,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .map_err(|e| snapshot_error(StorageError::Rocks(e.to_string())))?;
         let (meta, path) = built.map_err(snapshot_error)?;
         tracing::info!(snapshot = %meta.snapshot_id, "built a snapshot");
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| snapshot_error(StorageError::Rocks(e.to_string())))?;
+        let data = SnapshotFiles::open_data(&path).map_err(snapshot_error)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(file),
+            snapshot: Box::new(data),
         })
     }
 }
@@ -288,21 +306,28 @@ impl RaftStateMachine<TypeConfig> for ReplicatedState {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, RaftError> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, RaftError> {
         if let Some(abandoned) = self.receiving.take() {
             let _ = std::fs::remove_file(abandoned);
         }
         let (path, file) = self.snapshots.receiving().map_err(snapshot_error)?;
         self.receiving = Some(path);
-        Ok(Box::new(tokio::fs::File::from_std(file)))
+        Ok(Box::new(SnapshotData::File(tokio::fs::File::from_std(
+            file,
+        ))))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<tokio::fs::File>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), RaftError> {
-        let mut file = snapshot.into_std().await;
+        let mut file = match *snapshot {
+            SnapshotData::File(file) => file.into_std().await,
+            // Handed over in memory (openraft's test suite does): received
+            // into a file first, as one from the network is.
+            SnapshotData::Archive(archive) => self.receive(&archive).map_err(snapshot_error)?,
+        };
         rewind(&mut file).map_err(snapshot_error)?;
         let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::MultiThread;
@@ -318,12 +343,10 @@ impl RaftStateMachine<TypeConfig> for ReplicatedState {
         let Some((meta, path)) = self.snapshots.current().map_err(snapshot_error)? else {
             return Ok(None);
         };
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| snapshot_error(StorageError::Rocks(e.to_string())))?;
+        let data = SnapshotFiles::open_data(&path).map_err(snapshot_error)?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(file),
+            snapshot: Box::new(data),
         }))
     }
 }

@@ -241,7 +241,7 @@ pub fn finish(channel: u64, offsets: &[u64]) -> Command {
     }
 }
 
-pub async fn read_all(file: &mut tokio::fs::File) -> Vec<u8> {
+pub async fn read_all(file: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)
         .await

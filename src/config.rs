@@ -200,6 +200,12 @@ pub struct ServeArgs {
     #[arg(long)]
     pub grpc_admin_token_file: Option<PathBuf>,
 
+    /// A file holding a token that the HTTP API's admin writes then require
+    /// as `Authorization: Bearer <token>` (401 otherwise): topic and channel
+    /// create, delete, pause, unpause and empty, `PUT /config`, `/cluster/*`.
+    #[arg(long)]
+    pub http_admin_token_file: Option<PathBuf>,
+
     /// With `--grpc-admin-token-file`: let the admin API's reads (list, get,
     /// stats, cluster status, health) through without the token.
     #[arg(long, default_value_t = false)]

@@ -97,6 +97,7 @@ pub async fn start(
     args: ServeArgs,
     sync_hook: Option<Arc<dyn SyncHook>>,
 ) -> anyhow::Result<Running> {
+    let http_admin_policy = Policy::from_flags(args.http_admin_token_file.as_deref(), false)?;
     let replica_config = ReplicaConfig::from_flags(
         args.node_id,
         args.replicas.as_deref(),
@@ -168,15 +169,18 @@ pub async fn start(
     lookup_peers.set_addresses(args.lookupd_tcp_addresses.clone());
     let directory: Arc<dyn ChannelDirectory> = lookup_peers.clone();
     broker.set_channel_directory(Arc::downgrade(&directory));
-    let state = Arc::new(HttpState::new(
-        broker.clone(),
-        &args,
-        tcp_address,
-        http_address,
-        metrics,
-        lookup_peers,
-        replication,
-    ));
+    let state = Arc::new(
+        HttpState::new(
+            broker.clone(),
+            &args,
+            tcp_address,
+            http_address,
+            metrics,
+            lookup_peers,
+            replication,
+        )
+        .with_admin_policy(http_admin_policy),
+    );
     let serving = http::serve(
         http_listener,
         http::router(state),

@@ -1,6 +1,8 @@
-//! The admin API's bearer token (`--grpc-admin-token-file`): loading it and
-//! checking a request's `authorization` metadata against it in constant
-//! time. Reads may be let through without it (`--grpc-admin-open-reads`).
+//! Admin bearer tokens: loading one from a file and checking a request's
+//! `authorization` value against it in constant time. The gRPC admin API
+//! (`--grpc-admin-token-file`, reads optionally open with
+//! `--grpc-admin-open-reads`) and the HTTP API's admin writes
+//! (`--http-admin-token-file`) each have their own [`Policy`].
 
 use std::path::Path;
 
@@ -63,8 +65,8 @@ impl Policy {
             .with_context(|| format!("admin token file {}", path.display()))
     }
 
-    /// Whether a call with this `authorization` value may do `access`.
-    pub fn check(&self, authorization: Option<&[u8]>, access: Access) -> Result<(), Status> {
+    /// Whether a request with this `authorization` value may do `access`.
+    pub fn admits(&self, authorization: Option<&[u8]>, access: Access) -> Result<(), Denied> {
         let Some(token) = &self.token else {
             return Ok(());
         };
@@ -76,14 +78,30 @@ impl Policy {
             .map(<[u8]>::trim_ascii);
         match presented {
             Some(presented) if bool::from(presented.ct_eq(token.as_slice())) => Ok(()),
-            Some(_) => Err(Status::unauthenticated(
-                "UNAUTHENTICATED: wrong admin token",
-            )),
-            None => Err(Status::unauthenticated(
-                "UNAUTHENTICATED: this call needs `authorization: Bearer <token>` metadata",
-            )),
+            Some(_) => Err(Denied::WrongToken),
+            None => Err(Denied::NoToken),
         }
     }
+
+    /// [`Policy::admits`] as a gRPC status.
+    pub fn check(&self, authorization: Option<&[u8]>, access: Access) -> Result<(), Status> {
+        self.admits(authorization, access)
+            .map_err(|denied| match denied {
+                Denied::WrongToken => Status::unauthenticated("UNAUTHENTICATED: wrong admin token"),
+                Denied::NoToken => Status::unauthenticated(
+                    "UNAUTHENTICATED: this call needs `authorization: Bearer <token>` metadata",
+                ),
+            })
+    }
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No `Bearer` token was presented.
+    NoToken,
+    /// The token presented is not the configured one.
+    WrongToken,
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //! - [`info`]: `/ping` and `/info`;
 //! - [`stats`]: `/stats`, as JSON or text;
 //! - [`metrics`]: `/metrics` for Prometheus;
-//! - [`config`]: `/config/:opt`, read and (lookupd addresses, log level) change.
+//! - [`config`]: `/config/:opt`, read and (lookupd addresses, log level) change;
+//! - [`admin_guard`]: the admin writes' bearer token (`--http-admin-token-file`).
 //!
 //! Connections are served by hyper with a header read timeout, so a client
 //! that opens a connection and sends nothing (or half a request) is cut off;
@@ -17,6 +18,7 @@
 //! is answering, before the broker stops.
 
 pub mod admin;
+pub mod admin_guard;
 pub mod cluster;
 pub mod config;
 pub mod info;
@@ -67,6 +69,8 @@ pub struct HttpState {
     pub log_level: std::sync::Mutex<String>,
     /// Redundancy mode: this node's replica group.
     pub replication: Option<Arc<crate::replication::Replication>>,
+    /// Who may make admin writes (`--http-admin-token-file`).
+    pub admin_policy: crate::admin::auth::Policy,
 }
 
 impl HttpState {
@@ -90,6 +94,7 @@ impl HttpState {
     ) -> HttpState {
         HttpState {
             replication,
+            admin_policy: crate::admin::auth::Policy::open(),
             metrics,
             lookup_peers,
             args: args.clone(),
@@ -102,23 +107,25 @@ impl HttpState {
             info: info::Info::new(args, tcp_address, http_address),
         }
     }
+
+    /// Admin writes need this policy's token (`--http-admin-token-file`).
+    pub fn with_admin_policy(mut self, policy: crate::admin::auth::Policy) -> HttpState {
+        self.admin_policy = policy;
+        self
+    }
 }
 
-/// Every route, with nsqd's 404 and 405 replies.
+/// Every route, with nsqd's 404 and 405 replies; the admin writes behind
+/// `--http-admin-token-file` when it is set (`admin_guard.rs`).
 pub fn router(state: Arc<HttpState>) -> Router {
     let not_allowed = response::method_not_allowed;
-    Router::new()
-        .route("/ping", get(info::ping).fallback(not_allowed))
-        .route("/info", get(info::info).fallback(not_allowed))
-        .route("/stats", get(stats::stats).fallback(not_allowed))
-        .route("/metrics", get(metrics::metrics).fallback(not_allowed))
+    let admin_writes = Router::new()
         .route(
             "/config/{opt}",
             get(config::get_config)
                 .put(config::put_config)
                 .fallback(not_allowed),
         )
-        .route("/cluster", get(cluster::cluster).fallback(not_allowed))
         .route("/cluster/add", post(cluster::add).fallback(not_allowed))
         .route(
             "/cluster/remove",
@@ -128,8 +135,6 @@ pub fn router(state: Arc<HttpState>) -> Router {
             "/cluster/faults",
             axum::routing::put(cluster::faults).fallback(not_allowed),
         )
-        .route("/pub", post(publish::publish).fallback(not_allowed))
-        .route("/mpub", post(publish::multi_publish).fallback(not_allowed))
         .route(
             "/topic/create",
             post(topology::create_topic).fallback(not_allowed),
@@ -170,6 +175,19 @@ pub fn router(state: Arc<HttpState>) -> Router {
             "/channel/empty",
             post(admin::empty_channel).fallback(not_allowed),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin_guard::require_admin_token,
+        ));
+    Router::new()
+        .route("/ping", get(info::ping).fallback(not_allowed))
+        .route("/info", get(info::info).fallback(not_allowed))
+        .route("/stats", get(stats::stats).fallback(not_allowed))
+        .route("/metrics", get(metrics::metrics).fallback(not_allowed))
+        .route("/cluster", get(cluster::cluster).fallback(not_allowed))
+        .route("/pub", post(publish::publish).fallback(not_allowed))
+        .route("/mpub", post(publish::multi_publish).fallback(not_allowed))
+        .merge(admin_writes)
         .fallback(response::not_found)
         .with_state(state)
 }

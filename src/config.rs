@@ -233,6 +233,27 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10_000)]
     pub raft_snapshot_entries: u64,
 
+    /// TLS: certificates, client certificates, requirement, versions.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
+
+    /// <addr>:<port> to listen on for HTTPS clients (the HTTP API over TLS;
+    /// only with `--tls-cert` and `--tls-key`).
+    #[arg(long, default_value = "0.0.0.0:4152")]
+    pub https_address: SocketAddr,
+
+    /// Let clients negotiate deflate compression (IDENTIFY `deflate`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub deflate: bool,
+
+    /// The highest deflate level a client may negotiate (1-9).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i64).range(1..=9))]
+    pub max_deflate_level: i64,
+
+    /// Let clients negotiate snappy compression (IDENTIFY `snappy`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub snappy: bool,
+
     /// Tests only: accept `PUT /cluster/faults` (cut or delay raft links).
     #[arg(long, default_value_t = false, hide = true)]
     pub enable_fault_injection: bool,

@@ -29,4 +29,5 @@ pub mod metrics;
 pub mod protocol;
 pub mod replication;
 pub mod server;
+pub mod tls;
 pub mod tools;

@@ -31,3 +31,4 @@ pub mod replication;
 pub mod server;
 pub mod tls;
 pub mod tools;
+pub mod transport;

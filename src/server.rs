@@ -98,6 +98,7 @@ pub async fn start(
     sync_hook: Option<Arc<dyn SyncHook>>,
 ) -> anyhow::Result<Running> {
     let http_admin_policy = Policy::from_flags(args.http_admin_token_file.as_deref(), false)?;
+    let server_tls = args.tls.server_tls()?;
     let replica_config = ReplicaConfig::from_flags(
         args.node_id,
         args.replicas.as_deref(),
@@ -188,7 +189,7 @@ pub async fn start(
         shutdown.clone(),
     );
     let http_task = Some(tokio::spawn(serving));
-    let settings = Arc::new(ConnectionSettings::from_args(&args));
+    let settings = Arc::new(ConnectionSettings::from_args(&args, server_tls));
     let task = tokio::spawn(serve(
         listener,
         broker.clone(),

@@ -875,7 +875,10 @@ fn fin_req_touch_failures_are_non_fatal() {
 // ----- IDENTIFY, SUB without heartbeats, AUTH ------------------------------------------------
 
 /// Flags with non-default negotiation limits, so the rules are seen to follow them.
-const IDENTIFY_FLAGS: [&str; 8] = [
+/// Compression switched off (and no certificate): IDENTIFY grants no upgrade.
+const IDENTIFY_FLAGS: [&str; 10] = [
+    "--snappy=false",
+    "--deflate=false",
     "--max-heartbeat-interval=5s",
     "--max-msg-timeout=60s",
     "--msg-timeout=30s",

@@ -690,3 +690,73 @@ async fn restart_after_sigterm_redelivers_unfinished_with_same_id_and_attempts()
 async fn restart_after_sigkill_redelivers_unfinished_with_same_id_and_attempts() {
     restart_redelivers_unfinished_messages(Stop::Kill).await;
 }
+
+/// tokio-nsq through its own TLS (rustls 0.19, certificate unchecked: its
+/// default) and its own deflate and snappy streams, publishing and
+/// consuming a batch each way. The server's certificate is made by rcgen.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_deflate_and_snappy_round_trip() {
+    use tokio_nsq::{NSQConfigSharedCompression, NSQConfigSharedTLS, NSQDeflateLevel};
+    let certs = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_file, key_file) = (certs.path().join("c.pem"), certs.path().join("k.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert_flag = format!("--tls-cert={}", cert_file.display());
+    let key_flag = format!("--tls-key={}", key_file.display());
+    let server = Server::start(dir.path(), &[&cert_flag, &key_flag]);
+    let deflate = NSQConfigSharedCompression::Deflate(NSQDeflateLevel::new(6).unwrap());
+    let variants = [
+        ("tls-deflate", true, Some(deflate)),
+        ("tls-snappy", true, Some(NSQConfigSharedCompression::Snappy)),
+        ("snappy", false, Some(NSQConfigSharedCompression::Snappy)),
+        ("tls", true, None),
+    ];
+    for (name, tls, compression) in variants {
+        let mut shared = client_settings();
+        if tls {
+            shared = shared.set_tls(NSQConfigSharedTLS::new("localhost"));
+        }
+        if let Some(compression) = compression {
+            shared = shared.set_compression(compression);
+        }
+        let topic = topic(&format!("tokio-nsq-{name}"));
+        let mut producer = NSQProducerConfig::new(server.tcp_address.to_string())
+            .set_shared(shared.clone())
+            .build();
+        match within("the producer's upgrades", producer.consume()).await {
+            Some(NSQEvent::Healthy()) => {}
+            other => panic!("{name}: expected Healthy, got {other:?}"),
+        }
+        let bodies: Vec<String> = (0..20).map(|i| format!("{name}-{i}")).collect();
+        publish_multiple(&mut producer, &topic, &bodies).await;
+        let mut consumer = NSQConsumerConfig::new(topic.clone(), channel("c"))
+            .set_max_in_flight(20)
+            .set_sources(NSQConsumerConfigSources::Daemons(vec![server
+                .tcp_address
+                .to_string()]))
+            .set_shared(shared)
+            .build();
+        let mut received = HashSet::new();
+        while received.len() < bodies.len() {
+            match within(name, consumer.consume()).await {
+                Some(NSQEvent::Message(message)) => {
+                    received.insert(text(&message.body));
+                    message.finish().await;
+                }
+                Some(NSQEvent::Healthy()) => {}
+                other => panic!("{name}: expected a message, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            received,
+            bodies.into_iter().collect::<HashSet<_>>(),
+            "{name}"
+        );
+    }
+}

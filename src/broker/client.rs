@@ -31,10 +31,26 @@ pub struct ClientInfo {
     pub connect_ts_s: i64,
 }
 
+/// How a client's bytes travel, for `/stats` (set once its IDENTIFY
+/// upgrades are done).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransportInfo {
+    pub tls: bool,
+    /// `TLS1.2` / `TLS1.3`.
+    pub tls_version: String,
+    pub tls_cipher_suite: String,
+    pub tls_negotiated_protocol: String,
+    /// The client presented a certificate.
+    pub tls_mutual: bool,
+    pub deflate: bool,
+    pub snappy: bool,
+}
+
 #[derive(Debug)]
 pub struct Client {
     pub id: ClientId,
     pub info: ClientInfo,
+    pub transport: TransportInfo,
     pub outbound: UnboundedSender<Outbound>,
     /// `(topic id, channel id)` after SUB.
     pub subscription: Option<(u64, u64)>,
@@ -60,6 +76,7 @@ impl Client {
         Client {
             id,
             info,
+            transport: TransportInfo::default(),
             outbound,
             subscription: None,
             ready_count: 0,

@@ -12,7 +12,7 @@ use ledgerq_storage::{Command, Urgency};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::channel::InFlightError;
-use super::client::{Client, ClientId, ClientInfo, Outbound};
+use super::client::{Client, ClientId, ClientInfo, Outbound, TransportInfo};
 use super::message::decode_id;
 use super::{Broker, BrokerError, BrokerState};
 use crate::clock;
@@ -56,6 +56,13 @@ impl Broker {
             };
             client.msg_timeout_ms = msg_timeout_ms;
             client.sample_rate = sample_rate;
+        }
+    }
+
+    /// A connection finished its IDENTIFY upgrades (TLS, compression).
+    pub fn set_client_transport(&self, id: ClientId, transport: TransportInfo) {
+        if let Some(client) = self.lock().clients.get_mut(&id) {
+            client.transport = transport;
         }
     }
 

@@ -14,7 +14,7 @@
 //! unread deferred message older than that counts in `depth` until a
 //! dispatch reads it.
 
-use super::client::{Client, ClientId};
+use super::client::{Client, ClientId, TransportInfo};
 use super::latency::{summarize, LatencySummary};
 use super::{Broker, BrokerState};
 use crate::clock;
@@ -82,6 +82,7 @@ pub struct ClientSnapshot {
     pub sample_rate: u8,
     /// Messages published over TCP, per topic, in first-publish order.
     pub pub_counts: Vec<(String, u64)>,
+    pub transport: TransportInfo,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -106,6 +107,7 @@ impl ClientSnapshot {
             hostname: client.info.hostname.clone(),
             user_agent: client.info.user_agent.clone(),
             remote_address: client.info.remote_address.clone(),
+            transport: client.transport.clone(),
             state,
             ready_count: client.ready_count,
             in_flight_count: client.in_flight_count,

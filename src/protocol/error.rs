@@ -112,6 +112,11 @@ impl ProtocolError {
         Self::invalid(format!("cannot {verb} in current state"))
     }
 
+    /// Fatal `E_INVALID`: `--tls-required` and the client has not upgraded.
+    pub fn tls_required(verb: &str) -> Self {
+        Self::invalid(format!("cannot {verb} in current state (TLS required)"))
+    }
+
     /// Fatal `E_INVALID`: SUB needs heartbeats.
     pub fn sub_without_heartbeats() -> Self {
         Self::invalid("cannot SUB with heartbeats disabled")

@@ -12,6 +12,11 @@
 //!
 //! A fatal error is written after every earlier reply, then the connection
 //! closes. Nothing here knows about storage.
+//!
+//! An IDENTIFY that negotiates TLS or compression ends the first phase:
+//! the reader stops after it, the writer flushes its reply, and the socket
+//! is upgraded ([`crate::transport`]) before a second phase runs the same
+//! reader and writer over the new layers.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,25 +25,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::stream::FuturesOrdered;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::channel::InFlightError;
-use crate::broker::client::{ClientId, ClientInfo, Outbound};
+use crate::broker::client::{ClientId, ClientInfo, TransportInfo};
 use crate::broker::Broker;
 use crate::config::{ms, ServeArgs};
-use crate::protocol::frame::{encode_error, encode_message, encode_response};
+use crate::protocol::frame::{encode_error, encode_response};
 use crate::protocol::identify::{negotiate, IdentifyLimits, Negotiated, ServerFeatures};
 use crate::protocol::{
     Admission, ClientCommand, CommandCodec, CommandGate, Limits, Line, ProtocolError, Verb,
     MAGIC_V2,
 };
+use crate::tls::ServerTls;
+use crate::transport::{self, Compression, Upgrade};
+
+mod writer;
+use writer::{Writer, WriterExit, WriterQueues};
 
 /// The connection's protocol state (nsqd's numbering in `/stats`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,11 +67,16 @@ pub const NSQ_COMPATIBLE_VERSION: &str = "1.3.0";
 pub struct StateGate {
     pub state: ConnState,
     pub heartbeats_enabled: bool,
+    /// `--tls-required` and no TLS yet: only IDENTIFY may pass.
+    pub tls_pending: bool,
 }
 
 impl CommandGate for StateGate {
     fn before_params(&mut self, line: &Line) -> Admission {
         use ConnState::{Closing, Init, Subscribed};
+        if self.tls_pending && line.verb() != Verb::Identify {
+            return Admission::Reject(ProtocolError::tls_required(line.name()));
+        }
         let allowed = match line.verb() {
             Verb::Identify | Verb::Auth | Verb::Sub => self.state == Init,
             Verb::Rdy if self.state == Closing => return Admission::Ignore,
@@ -94,10 +107,12 @@ pub struct ConnectionSettings {
     pub identify: IdentifyLimits,
     pub features: ServerFeatures,
     pub max_channel_consumers: usize,
+    /// The `tls_v1` upgrade's certificate and requirement.
+    pub tls: Option<ServerTls>,
 }
 
 impl ConnectionSettings {
-    pub fn from_args(args: &ServeArgs) -> Self {
+    pub fn from_args(args: &ServeArgs, tls: Option<ServerTls>) -> Self {
         let limits = Limits {
             max_msg_size_bytes: args.max_msg_size,
             max_body_size_bytes: args.max_body_size,
@@ -117,6 +132,10 @@ impl ConnectionSettings {
         let features = ServerFeatures {
             max_rdy_count: args.max_rdy_count,
             max_msg_timeout_ms: ms(args.max_msg_timeout),
+            max_deflate_level: args.max_deflate_level,
+            tls_v1_available: tls.is_some(),
+            deflate_available: args.deflate,
+            snappy_available: args.snappy,
             ..ServerFeatures::new(NSQ_COMPATIBLE_VERSION)
         };
         ConnectionSettings {
@@ -124,6 +143,7 @@ impl ConnectionSettings {
             identify,
             features,
             max_channel_consumers: args.max_channel_consumers,
+            tls,
         }
     }
 }
@@ -134,11 +154,13 @@ enum Reply {
     /// Write this error frame, then close.
     Fatal(Bytes),
     /// The IDENTIFY answer; from now on these heartbeat interval (None:
-    /// disabled) and output buffer size apply.
+    /// disabled) and output buffer size apply. `upgrade`: the socket is
+    /// upgraded once this is flushed, so the writer stops after it.
     Configured {
         frame: Bytes,
         heartbeat: Option<Duration>,
         output_buffer_size_bytes: usize,
+        upgrade: bool,
     },
 }
 
@@ -199,42 +221,151 @@ pub async fn serve(
     };
     let client = broker.register_client(info, outbound_sender);
     tracing::debug!(%peer, client, "client connected");
-    let (read_half, write_half) = socket.into_split();
     let (replies_sender, replies) = mpsc::channel(MAX_PENDING_REPLIES);
-    let writer_done = CancellationToken::new();
-    let reader = Reader {
+    let mut reader = Reader {
         broker: broker.clone(),
-        settings,
+        settings: settings.clone(),
         client,
         state: ConnState::Init,
         heartbeat: Some(DEFAULT_HEARTBEAT),
-        replies: replies_sender,
+        replies: Some(replies_sender),
+        pending_upgrade: None,
+        upgraded: false,
     };
+    let mut queues = WriterQueues::new(replies, outbound);
     let gate = StateGate {
         state: ConnState::Init,
         heartbeats_enabled: true,
+        tls_pending: settings
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.required_for_tcp),
     };
-    let codec = FramedRead::new(
-        read_half,
-        CommandCodec::with_gate(reader.settings.limits, gate),
+    let (read_half, write_half) = socket.into_split();
+    let codec = CommandCodec::with_gate(settings.limits, gate);
+    let mut commands = FramedRead::new(read_half, codec);
+    let mut writer = Writer::new(write_half, DEFAULT_HEARTBEAT);
+    let phase = run_phase(
+        &mut reader,
+        &mut commands,
+        &mut writer,
+        &mut queues,
+        &shutdown,
     );
-    let writer = Writer::new(write_half, DEFAULT_HEARTBEAT);
-    let (commands, mut socket) = tokio::join!(
-        reader.run(codec, shutdown, writer_done.clone()),
-        writer.run(replies, outbound, writer_done),
+    let Some(upgrade) = phase.await else {
+        return close(&broker, client, commands.into_inner(), writer).await;
+    };
+    // The upgrade replaces the reader, as nsqd does: anything the client sent
+    // before its handshake is not expected to survive.
+    let parts = commands.into_parts();
+    let (writer, write_half) = writer.into_parts();
+    let Ok(socket) = parts.io.reunite(write_half) else {
+        return broker.unregister_client(client);
+    };
+    let upgraded = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        upgraded = upgrade_socket(socket, upgrade, &settings) => upgraded,
+    };
+    let Some(upgraded) = upgraded else {
+        tracing::debug!(%peer, client, "IDENTIFY upgrade failed");
+        return broker.unregister_client(client);
+    };
+    broker.set_client_transport(client, transport_info(&upgraded, upgrade));
+    reader.upgraded = true;
+    let mut codec = parts.codec;
+    codec.gate_mut().tls_pending &= !upgrade.tls;
+    let mut commands = FramedRead::new(upgraded.reader, codec);
+    let mut writer = writer.with_socket(upgraded.writer);
+    let phase = run_phase(
+        &mut reader,
+        &mut commands,
+        &mut writer,
+        &mut queues,
+        &shutdown,
     );
-    // In-flight messages are ready again before the client sees the close.
-    broker.unregister_client(client);
-    let _ = socket.shutdown().await;
-    linger(commands.into_inner()).await;
+    let again = phase.await;
+    assert!(
+        again.is_none(),
+        "an upgraded connection is never upgraded again"
+    );
+    close(&broker, client, commands.into_inner(), writer).await;
     tracing::debug!(%peer, client, "client disconnected");
+}
+
+/// Reader and writer over one transport, until the connection closes
+/// (None) or its IDENTIFY asks for an upgrade, whose reply is then flushed.
+async fn run_phase<R, W>(
+    reader: &mut Reader,
+    commands: &mut FramedRead<R, CommandCodec<StateGate>>,
+    writer: &mut Writer<W>,
+    queues: &mut WriterQueues,
+    shutdown: &CancellationToken,
+) -> Option<Upgrade>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let writer_done = CancellationToken::new();
+    let (_, writer_exit) = tokio::join!(
+        reader.read_phase(commands, shutdown.clone(), writer_done.clone()),
+        writer.run(queues, writer_done),
+    );
+    match (writer_exit, reader.pending_upgrade.take()) {
+        (WriterExit::Upgrade, Some(upgrade)) => Some(upgrade),
+        _ => None,
+    }
+}
+
+/// nsqd's upgrade steps, bounded in time: a client that stalls its
+/// handshake or does not read its `OK` costs this connection only.
+async fn upgrade_socket(
+    socket: TcpStream,
+    upgrade: Upgrade,
+    settings: &ConnectionSettings,
+) -> Option<transport::Upgraded> {
+    let deadline = transport::TLS_HANDSHAKE_DEADLINE * 2;
+    let ok = response(b"OK");
+    let tls = settings.tls.as_ref();
+    match tokio::time::timeout(deadline, transport::apply(socket, upgrade, tls, &ok)).await {
+        Ok(Ok(upgraded)) => Some(upgraded),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "upgrade failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+fn transport_info(upgraded: &transport::Upgraded, upgrade: Upgrade) -> TransportInfo {
+    let tls = upgraded.tls.clone().unwrap_or_default();
+    TransportInfo {
+        tls: upgraded.tls.is_some(),
+        tls_version: tls.version,
+        tls_cipher_suite: tls.cipher_suite,
+        tls_negotiated_protocol: tls.negotiated_protocol,
+        tls_mutual: tls.mutual,
+        deflate: matches!(upgrade.compression, Compression::Deflate { .. }),
+        snappy: upgrade.compression == Compression::Snappy,
+    }
+}
+
+/// In-flight messages are ready again before the client sees the close.
+async fn close<R, W>(broker: &Broker, client: ClientId, reader: R, writer: Writer<W>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    broker.unregister_client(client);
+    let mut socket = writer.socket;
+    let _ = socket.shutdown().await;
+    linger(reader).await;
 }
 
 /// Reads and discards what the client still sends, until it closes or
 /// [`LINGER_DEADLINE`] passes. Closing a socket with unread input makes the
 /// kernel send RST, which destroys replies the client has not read yet (the
 /// `OK`s of a pipelining publisher at shutdown, or a fatal error frame).
-pub(crate) async fn linger(mut socket: OwnedReadHalf) {
+pub(crate) async fn linger<R: AsyncRead + Unpin>(mut socket: R) {
     let mut sink = [0u8; 4096];
     let drain = async { while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {} };
     let _ = tokio::time::timeout(LINGER_DEADLINE, drain).await;
@@ -246,26 +377,31 @@ struct Reader {
     client: ClientId,
     state: ConnState,
     heartbeat: Option<Duration>,
-    replies: mpsc::Sender<PendingReply>,
+    /// Dropped when the reader is done for good: the writer then finishes
+    /// what is pending and stops.
+    replies: Option<mpsc::Sender<PendingReply>>,
+    /// Set by an IDENTIFY that negotiated an upgrade: reading stops there.
+    pending_upgrade: Option<Upgrade>,
+    /// The connection has been upgraded; a later IDENTIFY offers nothing.
+    upgraded: bool,
 }
 
-type CommandStream = FramedRead<OwnedReadHalf, CommandCodec<StateGate>>;
-
 impl Reader {
-    async fn run(
-        mut self,
-        mut commands: CommandStream,
+    async fn read_phase<R: AsyncRead + Unpin>(
+        &mut self,
+        commands: &mut FramedRead<R, CommandCodec<StateGate>>,
         shutdown: CancellationToken,
         writer_done: CancellationToken,
-    ) -> CommandStream {
-        self.read_commands(&mut commands, shutdown, writer_done)
-            .await;
-        commands
+    ) {
+        self.read_commands(commands, shutdown, writer_done).await;
+        if self.pending_upgrade.is_none() {
+            self.replies = None;
+        }
     }
 
-    async fn read_commands(
+    async fn read_commands<R: AsyncRead + Unpin>(
         &mut self,
-        commands: &mut CommandStream,
+        commands: &mut FramedRead<R, CommandCodec<StateGate>>,
         shutdown: CancellationToken,
         writer_done: CancellationToken,
     ) {
@@ -284,16 +420,24 @@ impl Reader {
                     None => return,
                 },
                 Ok(None) => return,
-                Ok(Some(Err(error))) if error.is_silent_close() => return,
+                // A failed read inside a command (a corrupt compressed
+                // stream, a reset): nsqd's "failed to read" error for it.
+                Ok(Some(Err(error))) if error.is_silent_close() => {
+                    match commands.decoder().read_failure() {
+                        Some(error) => Some(self.fail(error)),
+                        None => return,
+                    }
+                }
                 Ok(Some(Err(error))) => Some(self.fail(error)),
                 Ok(Some(Ok(command))) => self.handle(command).await,
             };
             if let Some(reply) = reply {
-                if self.replies.send(reply).await.is_err() {
+                let Some(replies) = &self.replies else { return };
+                if replies.send(reply).await.is_err() {
                     return;
                 }
             }
-            if self.state == ConnState::Closed {
+            if self.state == ConnState::Closed || self.pending_upgrade.is_some() {
                 return;
             }
             let gate = commands.decoder_mut().gate_mut();
@@ -334,23 +478,58 @@ impl Reader {
         }
     }
 
-    // IDENTIFY: once, before SUB; negotiates heartbeats, buffering, timeouts.
+    // IDENTIFY: once, before SUB; negotiates heartbeats, buffering, timeouts,
+    // and TLS and compression, applied once the reply is flushed.
     fn identify(&mut self, body: &[u8]) -> PendingReply {
         let negotiated = match negotiate(body, &self.settings.identify) {
             Ok(negotiated) => negotiated,
             Err(error) => return self.fail(error),
         };
         self.apply_identify(&negotiated);
+        let mut upgrade = None;
         let frame = if negotiated.feature_negotiation {
-            response(negotiated.response_json(&self.settings.features).as_bytes())
+            let features = self.offered_features();
+            let upgrades = match negotiated.upgrades(&features) {
+                Ok(upgrades) => upgrades,
+                Err(error) => return self.fail(error),
+            };
+            let compression = match (upgrades.snappy, upgrades.deflate) {
+                (true, _) => Compression::Snappy,
+                (_, true) => Compression::Deflate {
+                    level: upgrades.deflate_level.clamp(1, 9) as u32,
+                },
+                _ => Compression::None,
+            };
+            let wanted = Upgrade {
+                tls: upgrades.tls_v1,
+                compression,
+            };
+            upgrade = Some(wanted).filter(Upgrade::is_needed);
+            response(negotiated.response_json(&features).as_bytes())
         } else {
             response(b"OK")
         };
+        self.pending_upgrade = upgrade;
         ready(Reply::Configured {
             frame,
             heartbeat: self.heartbeat,
             output_buffer_size_bytes: negotiated.output_buffer_size_bytes as usize,
+            upgrade: upgrade.is_some(),
         })
+    }
+
+    /// What this connection may still negotiate: nothing once upgraded.
+    fn offered_features(&self) -> ServerFeatures {
+        let features = self.settings.features.clone();
+        if !self.upgraded {
+            return features;
+        }
+        ServerFeatures {
+            tls_v1_available: false,
+            deflate_available: false,
+            snappy_available: false,
+            ..features
+        }
     }
 
     fn apply_identify(&mut self, negotiated: &Negotiated) {
@@ -451,150 +630,4 @@ fn in_flight_reply(
     let error = result.err()?;
     let error = ProtocolError::in_flight_failed(verb, id, error);
     Some(ready(error_reply(&error)))
-}
-
-/// The sending half: replies in order, messages, heartbeats.
-struct Writer {
-    socket: BufWriter<OwnedWriteHalf>,
-    heartbeat: Option<Duration>,
-    output_buffer_size_bytes: usize,
-    scratch: BytesMut,
-}
-
-enum Step {
-    Continue,
-    /// The heartbeat interval changed (IDENTIFY): re-arm the timer.
-    Reconfigured,
-    Stop,
-}
-
-impl Writer {
-    fn new(socket: OwnedWriteHalf, heartbeat: Duration) -> Self {
-        Writer {
-            socket: BufWriter::with_capacity(64 << 10, socket),
-            heartbeat: Some(heartbeat),
-            output_buffer_size_bytes: 16 << 10,
-            scratch: BytesMut::with_capacity(1024),
-        }
-    }
-
-    async fn run(
-        mut self,
-        mut replies: mpsc::Receiver<PendingReply>,
-        mut outbound: mpsc::UnboundedReceiver<Outbound>,
-        done: CancellationToken,
-    ) -> BufWriter<OwnedWriteHalf> {
-        let mut pending = FuturesOrdered::new();
-        let mut replies_open = true;
-        let mut beat = Box::pin(tokio::time::sleep(self.heartbeat_period()));
-        loop {
-            let step = tokio::select! {
-                biased;
-                Some(reply) = pending.next(), if !pending.is_empty() => self.write_reply(reply).await,
-                next = replies.recv(), if replies_open && pending.len() < MAX_PENDING_REPLIES => {
-                    match next {
-                        Some(reply) => pending.push_back(reply),
-                        None => replies_open = false,
-                    }
-                    Step::Continue
-                }
-                Some(item) = outbound.recv() => self.write_outbound(item, &mut outbound).await,
-                _ = &mut beat => {
-                    beat.as_mut().reset(tokio::time::Instant::now() + self.heartbeat_period());
-                    self.write_frame(&response(b"_heartbeat_")).await
-                }
-            };
-            if matches!(step, Step::Reconfigured) {
-                beat.as_mut()
-                    .reset(tokio::time::Instant::now() + self.heartbeat_period());
-            }
-            if matches!(step, Step::Stop) || (!replies_open && pending.is_empty()) {
-                break;
-            }
-        }
-        done.cancel();
-        self.socket
-    }
-
-    fn heartbeat_period(&self) -> Duration {
-        // Disabled heartbeats: a timer that never fires in practice.
-        self.heartbeat.unwrap_or(Duration::from_secs(86_400 * 365))
-    }
-
-    /// Writes and flushes under the write deadline (one heartbeat interval).
-    async fn write_frame(&mut self, frame: &[u8]) -> Step {
-        let limit = self.heartbeat;
-        let io = async {
-            self.socket.write_all(frame).await?;
-            self.socket.flush().await
-        };
-        let result = match limit {
-            Some(limit) => tokio::time::timeout(limit, io)
-                .await
-                .unwrap_or(Err(std::io::ErrorKind::TimedOut.into())),
-            None => io.await,
-        };
-        match result {
-            Ok(()) => Step::Continue,
-            Err(_) => Step::Stop,
-        }
-    }
-
-    async fn write_reply(&mut self, reply: Reply) -> Step {
-        match reply {
-            Reply::Frame(frame) => self.write_frame(&frame).await,
-            Reply::Fatal(frame) => {
-                self.write_frame(&frame).await;
-                Step::Stop
-            }
-            Reply::Configured {
-                frame,
-                heartbeat,
-                output_buffer_size_bytes,
-            } => {
-                self.heartbeat = heartbeat;
-                self.output_buffer_size_bytes = output_buffer_size_bytes.max(1);
-                match self.write_frame(&frame).await {
-                    Step::Continue => Step::Reconfigured,
-                    other => other,
-                }
-            }
-        }
-    }
-
-    /// Writes one message and whatever else is queued (up to the output
-    /// buffer size), then flushes.
-    async fn write_outbound(
-        &mut self,
-        first: Outbound,
-        outbound: &mut mpsc::UnboundedReceiver<Outbound>,
-    ) -> Step {
-        let mut item = first;
-        self.scratch.clear();
-        loop {
-            match item {
-                Outbound::Close => return Step::Stop,
-                Outbound::Message { message, attempts } => {
-                    encode_message(
-                        &mut self.scratch,
-                        message.timestamp_ns,
-                        attempts,
-                        &message.id,
-                        &message.body,
-                    );
-                }
-            }
-            if self.scratch.len() >= self.output_buffer_size_bytes {
-                break;
-            }
-            match outbound.try_recv() {
-                Ok(next) => item = next,
-                Err(_) => break,
-            }
-        }
-        let frame = std::mem::take(&mut self.scratch);
-        let step = self.write_frame(&frame).await;
-        self.scratch = frame;
-        step
-    }
 }

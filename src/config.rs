@@ -206,6 +206,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub http_admin_token_file: Option<PathBuf>,
 
+    /// Mutual TLS on `--grpc-address` (`src/grpc_tls.rs`).
+    #[command(flatten)]
+    pub grpc_tls: crate::grpc_tls::GrpcTlsArgs,
+
     /// With `--grpc-admin-token-file`: let the admin API's reads (list, get,
     /// stats, cluster status, health) through without the token.
     #[arg(long, default_value_t = false)]
@@ -291,6 +295,19 @@ pub struct LookupdArgs {
     /// How long an HTTP client may take to send a request's headers.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub http_read_timeout: Duration,
+
+    /// <addr>:<port> to serve the HTTP API over TLS as well (nsqlookupd has
+    /// no TLS: off unless set). Needs `--tls-cert` and `--tls-key`.
+    #[arg(long)]
+    pub https_address: Option<SocketAddr>,
+
+    /// PEM certificate (chain) of the HTTPS listener.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
 
     /// Log level: debug, info, warn, error or fatal.
     #[arg(long, default_value = "info", value_parser = log_level)]

@@ -9,6 +9,9 @@
 //! thousands waits for its own to finish. A request that does not decode
 //! (a name that is not UTF-8 among them) is `INVALID_ARGUMENT`; unknown
 //! fields are ignored.
+//!
+//! With `--grpc-tls-*` the port speaks TLS only and every client must
+//! present a certificate of the configured CA (`src/grpc_tls.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +30,7 @@ use tonic_health::ServingStatus;
 use crate::admin::pb::admin_server::AdminServer;
 use crate::admin::service::{AdminContext, AdminService};
 use crate::broker::Broker;
+use crate::grpc_tls::GrpcTls;
 use crate::replication::rpc::pb::raft_server::RaftServer;
 use crate::replication::service::RaftService;
 use crate::replication::{HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES};
@@ -46,6 +50,8 @@ pub struct Endpoint {
     pub admin: AdminService,
     /// `--max-body-size`: the largest publish the admin API takes.
     pub max_body_size_bytes: u64,
+    /// Mutual TLS (`--grpc-tls-*`): the server's, and the raft client's.
+    pub tls: Option<GrpcTls>,
 }
 
 /// A serving gRPC server.
@@ -90,7 +96,11 @@ pub fn serve(
         .unwrap_or(usize::MAX)
         .saturating_add(ADMIN_FRAMING_BYTES);
     let admin = AdminServer::new(endpoint.admin.clone()).max_decoding_message_size(max_admin_bytes);
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &endpoint.tls {
+        builder = builder.tls_config(tls.server())?;
+    }
+    let router = builder
         .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
         .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
@@ -110,7 +120,8 @@ pub fn serve(
             tracing::error!(%error, "gRPC server failed");
         }
     });
-    tracing::info!(grpc_address = %address, "gRPC: listening");
+    let tls = endpoint.tls.is_some();
+    tracing::info!(grpc_address = %address, mutual_tls = tls, "gRPC: listening");
     Ok(Serving {
         address,
         admin: endpoint.admin,

@@ -6,7 +6,9 @@
 //! - [`connection`]: one client connection, top to bottom like the spec.
 //! - [`http`]: nsqd's HTTP API (`/pub`, `/mpub`, `/info`, ...).
 //! - [`admin`]: the gRPC admin API and the `ledgerq admin` command;
-//!   [`grpc`]: the server that carries it (and raft, in redundancy mode).
+//!   [`grpc`]: the server that carries it (and raft, in redundancy mode);
+//!   [`grpc_tls`]: mutual TLS on that port.
+//! - [`tls`]: the `--tls-*` flags as a rustls configuration (HTTPS, TCP).
 //! - [`lookup_peer`]: registration of a node with its lookupds, as nsqd does.
 //! - [`lookupd`]: `ledgerq lookupd`, discovery compatible with nsqlookupd.
 //! - [`metrics`]: Prometheus `/metrics`, including the cost of durability.
@@ -21,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod grpc;
+pub mod grpc_tls;
 pub mod http;
 pub mod logging;
 pub mod lookup_peer;

@@ -26,6 +26,7 @@ use crate::lookup_peer::LookupPeers;
 use crate::lookupd::protocol::NodeInfo;
 use crate::metrics::{CommitMetrics, Metrics};
 use crate::replication::{self, config::ReplicaConfig, RaftTuning};
+use crate::tls::ServerTls;
 use ledgerq_storage::raft::Member;
 
 /// How often in-flight timeouts and deferred messages are checked.
@@ -37,6 +38,8 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 pub struct Running {
     pub tcp_address: SocketAddr,
     pub http_address: SocketAddr,
+    /// The HTTP API over TLS, when a certificate is configured.
+    pub https_address: Option<SocketAddr>,
     /// The admin API (and, in redundancy mode, raft).
     pub grpc_address: SocketAddr,
     pub broker: Arc<Broker>,
@@ -111,6 +114,8 @@ pub async fn start(
     let tcp_address = listener.local_addr()?;
     let http_listener = bind_http(&args).await?;
     let http_address = http_listener.local_addr()?;
+    let https = bind_https(&args, server_tls.clone()).await?;
+    let https_address = https.as_ref().map(|h| h.address);
     let grpc = grpc_endpoint(&args).await?;
     let shutdown = CancellationToken::new();
     let store = store_options(&args, sync_hook);
@@ -164,6 +169,9 @@ pub async fn start(
     });
     tracing::info!(%tcp_address, data_path = %args.data_path.display(), fsync = !args.unsafe_no_fsync, "TCP: listening");
     tracing::info!(%http_address, "HTTP: listening");
+    if let Some(https_address) = https_address {
+        tracing::info!(%https_address, "HTTPS: listening");
+    }
     let metrics = Metrics::new(broker.clone(), &commit_metrics, replication.clone());
     let identity = node_identity(&args, tcp_address, http_address);
     let lookup_peers = LookupPeers::new(broker.clone(), identity, shutdown.clone());
@@ -182,24 +190,19 @@ pub async fn start(
         )
         .with_admin_policy(http_admin_policy),
     );
-    let serving = http::serve(
-        http_listener,
-        http::router(state),
-        args.http_read_timeout,
-        shutdown.clone(),
-    );
-    let http_task = Some(tokio::spawn(serving));
+    let http_tasks = serve_http(&args, http_listener, https, http::router(state), &shutdown);
     let settings = Arc::new(ConnectionSettings::from_args(&args, server_tls));
     let task = tokio::spawn(serve(
         listener,
         broker.clone(),
         settings,
-        http_task,
+        http_tasks,
         shutdown.clone(),
     ));
     Ok(Running {
         tcp_address,
         http_address,
+        https_address,
         grpc_address: grpc.address,
         broker,
         shutdown,
@@ -243,13 +246,15 @@ fn node_identity(args: &ServeArgs, tcp_address: SocketAddr, http_address: Socket
 }
 
 /// Binds `--grpc-address`, with the admin API's access policy
-/// (`--grpc-admin-token-file`) read first: a bad token file stops the start
-/// before anything is opened.
+/// (`--grpc-admin-token-file`) and the port's TLS (`--grpc-tls-*`) read
+/// first: a bad token or certificate file stops the start before anything
+/// is opened.
 async fn grpc_endpoint(args: &ServeArgs) -> anyhow::Result<grpc::Endpoint> {
     let policy = Policy::from_flags(
         args.grpc_admin_token_file.as_deref(),
         args.grpc_admin_open_reads,
     )?;
+    let tls = args.grpc_tls.load()?;
     let listener = TcpListener::bind(args.grpc_address)
         .await
         .with_context(|| format!("binding gRPC {}", args.grpc_address))?;
@@ -257,7 +262,67 @@ async fn grpc_endpoint(args: &ServeArgs) -> anyhow::Result<grpc::Endpoint> {
         listener,
         admin: AdminService::new(policy),
         max_body_size_bytes: args.max_body_size,
+        tls,
     })
+}
+
+/// The HTTPS listener and the TLS it speaks, when a certificate is set.
+struct Https {
+    listener: TcpListener,
+    address: SocketAddr,
+    tls: crate::tls::ServerTls,
+}
+
+/// With a certificate (`--tls-*`, read before anything is opened), binds
+/// `--https-address`.
+async fn bind_https(args: &ServeArgs, tls: Option<ServerTls>) -> anyhow::Result<Option<Https>> {
+    let Some(tls) = tls else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(args.https_address)
+        .await
+        .with_context(|| format!("binding HTTPS {}", args.https_address))?;
+    let address = listener.local_addr()?;
+    Ok(Some(Https {
+        listener,
+        address,
+        tls,
+    }))
+}
+
+/// Serves the HTTP API on the plain listener (nsqd's 403 `TLS_REQUIRED`
+/// to everything under `--tls-required=true`) and on the HTTPS one.
+fn serve_http(
+    args: &ServeArgs,
+    plain: TcpListener,
+    https: Option<Https>,
+    router: axum::Router,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let timeout = args.http_read_timeout;
+    let plain_router = match &https {
+        Some(https) if https.tls.required_for_http => {
+            http::https::tls_required_router(https.address.port())
+        }
+        _ => router.clone(),
+    };
+    let mut tasks = vec![tokio::spawn(http::serve(
+        plain,
+        plain_router,
+        timeout,
+        shutdown.clone(),
+    ))];
+    if let Some(https) = https {
+        let serving = http::https::serve(
+            https.listener,
+            router,
+            https.tls.config,
+            timeout,
+            shutdown.clone(),
+        );
+        tasks.push(tokio::spawn(serving));
+    }
+    tasks
 }
 
 /// Binds `--http-address`.
@@ -273,7 +338,7 @@ async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     settings: Arc<ConnectionSettings>,
-    http_task: Option<tokio::task::JoinHandle<()>>,
+    http_tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: CancellationToken,
 ) {
     let timers = tokio::spawn(run_timers(broker.clone(), shutdown.clone()));
@@ -292,8 +357,8 @@ async fn serve(
         "shutting down: draining connections"
     );
     drain(connections, DRAIN_DEADLINE, "TCP").await;
-    if let Some(http_task) = http_task {
-        // Bounded by the HTTP server's own drain deadline.
+    for http_task in http_tasks {
+        // Bounded by the HTTP servers' own drain deadline.
         let _ = http_task.await;
     }
     timers.abort();

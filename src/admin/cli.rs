@@ -35,6 +35,20 @@ pub struct AdminArgs {
     #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,
 
+    /// TLS: the PEM CA the server's certificate must chain to (the
+    /// server's `--grpc-tls-root-ca-file`); connects over TLS when set.
+    #[arg(long, global = true)]
+    pub tls_ca_file: Option<PathBuf>,
+
+    /// TLS: the PEM client certificate to present (a server with
+    /// `--grpc-tls-*` requires one signed by its CA).
+    #[arg(long, global = true, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS: the PEM private key of `--tls-cert`.
+    #[arg(long, global = true, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// How answers are printed.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -192,8 +206,7 @@ async fn connect(args: &AdminArgs) -> Result<Client, Failure> {
         ),
         None => None,
     };
-    let endpoint = Endpoint::from_shared(format!("http://{}", args.server))
-        .map_err(|e| usage_failure(anyhow::anyhow!("--server {:?}: {e}", args.server)))?
+    let endpoint = endpoint(args)?
         .connect_timeout(Duration::from_secs(5))
         .timeout(args.timeout);
     let channel = endpoint.connect().await.map_err(|e| Failure {
@@ -209,6 +222,32 @@ async fn connect(args: &AdminArgs) -> Result<Client, Failure> {
         Ok(request)
     });
     Ok(AdminClient::with_interceptor(channel, interceptor))
+}
+
+/// `--server` over TLS with `--tls-ca-file` (presenting `--tls-cert`),
+/// in plain text otherwise.
+fn endpoint(args: &AdminArgs) -> Result<Endpoint, Failure> {
+    let tls = match (&args.tls_ca_file, &args.tls_cert, &args.tls_key) {
+        (None, None, _) => None,
+        (None, Some(_), _) => {
+            let error = anyhow::anyhow!("--tls-cert needs --tls-ca-file");
+            return Err(usage_failure(error));
+        }
+        (Some(ca), cert, key) => {
+            let identity = cert.as_deref().zip(key.as_deref());
+            Some(crate::grpc_tls::client_config(ca, identity).map_err(usage_failure)?)
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let bad_server = |e: &dyn std::fmt::Display| {
+        usage_failure(anyhow::anyhow!("--server {:?}: {e}", args.server))
+    };
+    let endpoint =
+        Endpoint::from_shared(format!("{scheme}://{}", args.server)).map_err(|e| bad_server(&e))?;
+    match tls {
+        Some(tls) => endpoint.tls_config(tls).map_err(|e| bad_server(&e)),
+        None => Ok(endpoint),
+    }
 }
 
 /// Runs the command; on failure returns the exit code and one line.

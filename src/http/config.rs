@@ -35,6 +35,7 @@ fn setting(args: &ServeArgs, name: &str, lookupd: Vec<String>, log_level: &str) 
         "log_level" => json!(level_number(log_level)),
         "tcp_address" => json!(args.tcp_address.to_string()),
         "http_address" => json!(args.http_address.to_string()),
+        "https_address" => json!(args.https_address.to_string()),
         "broadcast_address" => json!(super::info::broadcast_address(&args.broadcast_address)),
         "broadcast_tcp_port" => json!(args.broadcast_tcp_port),
         "broadcast_http_port" => json!(args.broadcast_http_port),

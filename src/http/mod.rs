@@ -9,7 +9,9 @@
 //! - [`stats`]: `/stats`, as JSON or text;
 //! - [`metrics`]: `/metrics` for Prometheus;
 //! - [`config`]: `/config/:opt`, read and (lookupd addresses, log level) change;
-//! - [`admin_guard`]: the admin writes' bearer token (`--http-admin-token-file`).
+//! - [`admin_guard`]: the admin writes' bearer token (`--http-admin-token-file`);
+//! - [`https`]: the same API over TLS (`--https-address`), and the plain
+//!   listener's 403 `TLS_REQUIRED` under `--tls-required=true`.
 //!
 //! Connections are served by hyper with a header read timeout, so a client
 //! that opens a connection and sends nothing (or half a request) is cut off;
@@ -21,6 +23,7 @@ pub mod admin;
 pub mod admin_guard;
 pub mod cluster;
 pub mod config;
+pub mod https;
 pub mod info;
 pub mod metrics;
 pub mod publish;
@@ -29,6 +32,7 @@ pub mod response;
 pub mod stats;
 pub mod topology;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +44,8 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::accept::{accept_until, drain};
@@ -200,27 +205,69 @@ pub async fn serve(
     header_read_timeout: Duration,
     shutdown: CancellationToken,
 ) {
-    let connections = accept_until(listener, &shutdown, "HTTP", |socket, _peer| {
+    let plain = |socket: TcpStream| std::future::ready(Some(socket));
+    serve_on(
+        listener,
+        router,
+        header_read_timeout,
+        shutdown,
+        "HTTP",
+        plain,
+    )
+    .await;
+}
+
+/// [`serve`] with a `handshake` that turns each accepted socket into the
+/// stream HTTP is spoken on (TLS for [`https`]), or drops it (`None`).
+pub async fn serve_on<H, F, IO>(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    shutdown: CancellationToken,
+    what: &'static str,
+    handshake: H,
+) where
+    H: Fn(TcpStream) -> F,
+    F: Future<Output = Option<IO>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let connections = accept_until(listener, &shutdown, what, |socket, _peer| {
         let service = TowerToHyperService::new(router.clone());
         let token = shutdown.clone();
+        let stream = handshake(socket);
         async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout);
-            let connection = builder.serve_connection(TokioIo::new(socket), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = token.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+            if let Some(stream) = stream.await {
+                serve_connection(stream, service, header_read_timeout, token).await;
             }
         }
     })
     .await;
-    drain(connections, DRAIN_DEADLINE, "HTTP").await;
+    drain(connections, DRAIN_DEADLINE, what).await;
+}
+
+/// One HTTP/1.1 connection, until the client closes it or, at `shutdown`,
+/// until it has answered the request in progress.
+async fn serve_connection<IO>(
+    stream: IO,
+    service: TowerToHyperService<Router>,
+    header_read_timeout: Duration,
+    shutdown: CancellationToken,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 /// Why a request body could not be read.

@@ -116,6 +116,12 @@ pub fn plain_text(status: StatusCode, text: String) -> Response {
     response
 }
 
+/// A V1 reply with a JSON body written as given (nsqd's hand-formatted
+/// bodies, such as `TLS_REQUIRED`'s).
+pub fn raw_json(status: StatusCode, body: String) -> Response {
+    v1(status, Some(JSON), Body::from(body))
+}
+
 fn v1(status: StatusCode, content_type: Option<&'static str>, body: Body) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = status;

@@ -10,7 +10,8 @@
 //! - [`protocol`]: the TCP protocol V1 as pure parsing, with its error texts;
 //! - [`registry`]: the registrations, producers, inactivity and tombstones;
 //! - [`tcp`]: one node's connection;
-//! - [`http`]: the HTTP API.
+//! - [`http`]: the HTTP API, also over TLS with `--https-address` (not in
+//!   nsqlookupd; off unless configured).
 
 pub mod http;
 pub mod protocol;
@@ -20,8 +21,9 @@ pub mod tcp;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use bytes::Bytes;
+use rustls::ServerConfig;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accept::{accept_until, drain};
 use crate::config::LookupdArgs;
 use crate::connection::NSQ_COMPATIBLE_VERSION;
+use crate::tls::{TlsArgs, TlsMinVersion, TlsRequired};
 use registry::{Lifetimes, Registry};
 
 /// Bound on the wait for connections at shutdown.
@@ -69,6 +72,8 @@ impl LookupdState {
 pub struct Running {
     pub tcp_address: SocketAddr,
     pub http_address: SocketAddr,
+    /// The HTTP API over TLS (`--https-address`), when configured.
+    pub https_address: Option<SocketAddr>,
     pub state: Arc<LookupdState>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -90,8 +95,10 @@ impl Running {
     }
 }
 
-/// Binds both listeners and starts serving.
+/// Binds the listeners and starts serving.
 pub async fn start(args: LookupdArgs) -> anyhow::Result<Running> {
+    let https = bind_https(&args).await?;
+    let https_address = https.as_ref().map(|(_, address, _)| *address);
     let tcp = TcpListener::bind(args.tcp_address)
         .await
         .with_context(|| format!("binding TCP {}", args.tcp_address))?;
@@ -117,26 +124,66 @@ pub async fn start(args: LookupdArgs) -> anyhow::Result<Running> {
     });
     tracing::info!(%tcp_address, %http_address, "lookupd: listening");
     let shutdown = CancellationToken::new();
-    let http_task = tokio::spawn(crate::http::serve(
+    let router = http::router(state.clone());
+    let mut http_tasks = vec![tokio::spawn(crate::http::serve(
         http,
-        http::router(state.clone()),
+        router.clone(),
         args.http_read_timeout,
         shutdown.clone(),
-    ));
-    let task = tokio::spawn(accept(tcp, state.clone(), http_task, shutdown.clone()));
+    ))];
+    if let Some((listener, https_address, tls)) = https {
+        tracing::info!(%https_address, "lookupd HTTPS: listening");
+        http_tasks.push(tokio::spawn(crate::http::https::serve(
+            listener,
+            router,
+            tls,
+            args.http_read_timeout,
+            shutdown.clone(),
+        )));
+    }
+    let task = tokio::spawn(accept(tcp, state.clone(), http_tasks, shutdown.clone()));
     Ok(Running {
         tcp_address,
         http_address,
+        https_address,
         state,
         shutdown,
         task,
     })
 }
 
+/// `--https-address` bound, with the certificate it serves; `None` unless
+/// configured. A certificate without the address, or the reverse, is an
+/// error rather than a silently plain lookupd.
+async fn bind_https(
+    args: &LookupdArgs,
+) -> anyhow::Result<Option<(TcpListener, SocketAddr, Arc<ServerConfig>)>> {
+    let tls = TlsArgs {
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        tls_root_ca_file: None,
+        tls_client_auth_policy: None,
+        tls_required: TlsRequired::False,
+        tls_min_version: TlsMinVersion::Tls12,
+    }
+    .server_tls()?;
+    let (address, tls) = match (args.https_address, tls) {
+        (None, None) => return Ok(None),
+        (Some(address), Some(tls)) => (address, tls.config),
+        (Some(_), None) => bail!("--https-address needs --tls-cert and --tls-key"),
+        (None, Some(_)) => bail!("--tls-cert and --tls-key need --https-address"),
+    };
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding HTTPS {address}"))?;
+    let address = listener.local_addr()?;
+    Ok(Some((listener, address, tls)))
+}
+
 async fn accept(
     listener: TcpListener,
     state: Arc<LookupdState>,
-    http_task: tokio::task::JoinHandle<()>,
+    http_tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: CancellationToken,
 ) {
     let connections = accept_until(listener, &shutdown, "lookupd TCP", |socket, peer| {
@@ -145,6 +192,8 @@ async fn accept(
     .await;
     // Every connection ends at once on shutdown (nothing to flush).
     drain(connections, DRAIN_DEADLINE, "lookupd TCP").await;
-    let _ = http_task.await;
+    for http_task in http_tasks {
+        let _ = http_task.await;
+    }
     tracing::info!("lookupd: shutdown complete");
 }

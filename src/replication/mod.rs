@@ -232,7 +232,8 @@ pub async fn open(
             .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
     }
     let faults = Arc::new(LinkFaults::default());
-    let peers = Peers::new(identity.clone(), faults.clone());
+    let peer_tls = grpc.tls.as_ref().map(crate::grpc_tls::GrpcTls::client);
+    let peers = Peers::new(identity.clone(), faults.clone(), peer_tls);
     let network = Network {
         peers: peers.clone(),
     };

@@ -2,7 +2,8 @@
 //! tonic, and the [`Forwarder`] that sends a follower's proposals to the
 //! leader. One lazily connected channel per peer address; every call is
 //! bounded by openraft's TTL (or the forward timeout) and passes the
-//! fault-injection seam first.
+//! fault-injection seam first. With `--grpc-tls-*` every channel is mutual
+//! TLS (`src/grpc_tls.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::faults::LinkFaults;
 use super::identity::ClusterIdentity;
@@ -33,6 +34,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct Peers {
     identity: Arc<ClusterIdentity>,
     faults: Arc<LinkFaults>,
+    /// Mutual TLS (`--grpc-tls-*`): this node's certificate, peers'
+    /// checked against the group's CA.
+    tls: Option<ClientTlsConfig>,
     channels: Arc<Mutex<HashMap<String, Client>>>,
 }
 
@@ -41,10 +45,15 @@ pub struct Peers {
 struct TransportError(String);
 
 impl Peers {
-    pub fn new(identity: Arc<ClusterIdentity>, faults: Arc<LinkFaults>) -> Self {
+    pub fn new(
+        identity: Arc<ClusterIdentity>,
+        faults: Arc<LinkFaults>,
+        tls: Option<ClientTlsConfig>,
+    ) -> Self {
         Peers {
             identity,
             faults,
+            tls,
             channels: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -59,8 +68,15 @@ impl Peers {
         if let Some(client) = channels.get(address) {
             return Ok(client.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| format!("bad address {address}: {e}"))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
+            .map_err(|e| format!("bad address {address}: {e}"))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| format!("TLS for {address}: {e}"))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .initial_stream_window_size(super::HTTP2_STREAM_WINDOW_BYTES)
             .initial_connection_window_size(super::HTTP2_CONNECTION_WINDOW_BYTES)

@@ -6,13 +6,15 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Child;
 
 use super::http::{http_request, Response};
-use super::{spawn_listening_at, DEADLINE};
+use super::{spawn_at, DEADLINE};
 
 /// A `ledgerq lookupd` child process.
 pub struct Lookupd {
     pub child: Child,
     pub tcp_address: SocketAddr,
     pub http_address: SocketAddr,
+    /// With `--https-address`.
+    pub https_address: Option<SocketAddr>,
 }
 
 impl Lookupd {
@@ -28,12 +30,12 @@ impl Lookupd {
     pub fn start_at(tcp: SocketAddr, http: SocketAddr, extra_args: &[&str]) -> Lookupd {
         let mut args = vec!["lookupd"];
         args.extend_from_slice(extra_args);
-        let (child, tcp_address, http_address) =
-            spawn_listening_at(&args, &tcp.to_string(), &http.to_string());
+        let spawned = spawn_at(&args, &tcp.to_string(), &http.to_string());
         Lookupd {
-            child,
-            tcp_address,
-            http_address,
+            child: spawned.child,
+            tcp_address: spawned.tcp_address,
+            http_address: spawned.http_address,
+            https_address: spawned.https_address,
         }
     }
 

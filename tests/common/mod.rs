@@ -4,8 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod cluster;
 pub mod http;
+pub mod https;
 pub mod lookupd;
 
 use std::collections::VecDeque;
@@ -23,6 +25,8 @@ pub struct Server {
     pub child: Child,
     pub tcp_address: SocketAddr,
     pub http_address: SocketAddr,
+    /// The HTTPS listener, when started with `--tls-cert`.
+    pub https_address: Option<SocketAddr>,
     /// The admin API (and raft, in redundancy mode).
     pub grpc_address: SocketAddr,
     pub data_dir: PathBuf,
@@ -40,6 +44,7 @@ impl Server {
             child: spawned.child,
             tcp_address: spawned.tcp_address,
             http_address: spawned.http_address,
+            https_address: spawned.https_address,
             grpc_address: spawned.grpc_address,
             data_dir: data_dir.to_path_buf(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -106,6 +111,8 @@ pub struct Spawned {
     pub tcp_address: SocketAddr,
     pub http_address: SocketAddr,
     pub grpc_address: SocketAddr,
+    /// `serve` with `--tls-cert`, or `lookupd` with `--https-address`.
+    pub https_address: Option<SocketAddr>,
 }
 
 /// Runs `ledgerq serve <args>` on free loopback ports (gRPC included) and
@@ -117,10 +124,18 @@ pub fn spawn_serving(args: &[&str]) -> Spawned {
 
 /// `serve` also gets a free gRPC port unless `args` name one; its address
 /// is then awaited too (`lookupd` has none: its `grpc_address` is its TCP
-/// one).
-fn spawn_at(args: &[&str], tcp: &str, http: &str) -> Spawned {
+/// one). Likewise a free HTTPS port for `serve` with a certificate; the
+/// HTTPS address is awaited for it and for `lookupd --https-address`.
+pub fn spawn_at(args: &[&str], tcp: &str, http: &str) -> Spawned {
     let serve = args.first() == Some(&"serve");
-    let free_grpc = serve && !args.iter().any(|a| a.starts_with("--grpc-address"));
+    let given = |flag: &str| args.iter().any(|a| a.starts_with(flag));
+    let free_grpc = serve && !given("--grpc-address");
+    let https = if serve {
+        given("--tls-cert")
+    } else {
+        given("--https-address")
+    };
+    let free_https = serve && https && !given("--https-address");
     let mut command = Command::new(env!("CARGO_BIN_EXE_ledgerq"));
     command
         .args(&args[..1])
@@ -128,6 +143,9 @@ fn spawn_at(args: &[&str], tcp: &str, http: &str) -> Spawned {
         .arg(format!("--http-address={http}"));
     if free_grpc {
         command.arg("--grpc-address=127.0.0.1:0");
+    }
+    if free_https {
+        command.arg("--https-address=127.0.0.1:0");
     }
     let mut child = command
         .args(&args[1..])
@@ -145,7 +163,12 @@ fn spawn_at(args: &[&str], tcp: &str, http: &str) -> Spawned {
             if std::env::var_os("LEDGERQ_TEST_LOG").is_some() {
                 eprintln!("[ledgerq] {line}");
             }
-            for field in ["tcp_address=", "http_address=", "grpc_address="] {
+            for field in [
+                "tcp_address=",
+                "http_address=",
+                "grpc_address=",
+                "https_address=",
+            ] {
                 if let Some(address) = listening_address(&line, field) {
                     let _ = sender.send((field, address));
                 }
@@ -153,7 +176,7 @@ fn spawn_at(args: &[&str], tcp: &str, http: &str) -> Spawned {
             remember(&recent_lines, line);
         }
     });
-    let fields = if serve { 3 } else { 2 };
+    let fields = 2 + usize::from(serve) + usize::from(https);
     let mut reported = std::collections::HashMap::new();
     while reported.len() < fields {
         match receiver.recv_timeout(DEADLINE) {
@@ -182,6 +205,7 @@ fn spawn_at(args: &[&str], tcp: &str, http: &str) -> Spawned {
             .get("grpc_address=")
             .copied()
             .unwrap_or(tcp_address),
+        https_address: reported.get("https_address=").copied(),
     }
 }
 

@@ -17,60 +17,25 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::certs::{self, Certs, Pair};
 use common::http::http_request;
+use common::https::https_request;
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 use tempfile::TempDir;
 
 // ----- certificates ----------------------------------------------------------------------
 
-/// A CA and what it signed, as PEM files in a temp dir.
-struct Pki {
-    dir: TempDir,
-    ca: CertifiedIssuer<'static, KeyPair>,
-    ca_file: PathBuf,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        let ca_file = dir.path().join("ca.pem");
-        std::fs::write(&ca_file, ca.pem()).unwrap();
-        Pki { dir, ca, ca_file }
-    }
-
-    /// A certificate for `localhost` and `127.0.0.1` with subject CN `cn`:
-    /// (certificate file, key file).
-    fn issue(&self, cn: &str) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().unwrap();
-        let sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        let cert_file = self.dir.path().join(format!("{cn}.pem"));
-        let key_file = self.dir.path().join(format!("{cn}.key"));
-        std::fs::write(&cert_file, cert.pem()).unwrap();
-        std::fs::write(&key_file, key.serialize_pem()).unwrap();
-        (cert_file, key_file)
-    }
-
-    /// `serve` flags presenting a certificate of this CA, plus `extra`.
-    fn serve_args(&self, extra: &[&str]) -> Vec<String> {
-        let (cert, key) = self.issue("ledgerq-node");
-        let mut args = vec![
-            format!("--tls-cert={}", cert.display()),
-            format!("--tls-key={}", key.display()),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        args
-    }
+/// `serve` flags presenting a node certificate of `certs`' CA, plus `extra`.
+fn serve_args(certs: &Certs, extra: &[&str]) -> Vec<String> {
+    let node = certs.ca.node("ledgerq-node");
+    let mut args = vec![
+        format!("--tls-cert={}", node.cert_arg()),
+        format!("--tls-key={}", node.key_arg()),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
 }
 
 fn start_server(args: &[String]) -> (TempDir, Server) {
@@ -80,27 +45,9 @@ fn start_server(args: &[String]) -> (TempDir, Server) {
     (dir, server)
 }
 
-fn client_config(ca_file: &Path, client: Option<(PathBuf, PathBuf)>) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_file).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    Arc::new(match client {
-        None => builder.with_no_client_auth(),
-        Some((cert, key)) => {
-            let chain = CertificateDer::pem_file_iter(&cert)
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
-            let key = PrivateKeyDer::from_pem_file(&key).unwrap();
-            builder.with_client_auth_cert(chain, key).unwrap()
-        }
-    })
+/// A client trusting `ca`, presenting `client` if given.
+fn client_config(ca: &Path, client: Option<&Pair>) -> Arc<rustls::ClientConfig> {
+    certs::client_config(ca, client, &[])
 }
 
 // ----- a client whose bytes can be upgraded ------------------------------------------------
@@ -339,12 +286,12 @@ fn assert_others_unaffected(server: &Server, topic: &str) {
 
 #[test]
 fn tls_upgrade_answers_ok_inside_the_session_and_stats_show_it() {
-    let pki = Pki::new("test CA");
-    let (_dir, server) = start_server(&pki.serve_args(&[]));
+    let certs = Certs::generate();
+    let (_dir, server) = start_server(&serve_args(&certs, &[]));
     let mut wire = Wire::connect(server.tcp_address);
     let reply = wire.identify(serde_json::json!({"tls_v1": true}));
     assert_eq!(reply["tls_v1"], true);
-    wire.start_tls(client_config(&pki.ca_file, None));
+    wire.start_tls(client_config(&certs.ca.cert, None));
     wire.expect(FRAME_RESPONSE, "OK");
     wire.publish("secure", b"over tls");
     let stats = wire_stats(&server);
@@ -373,8 +320,8 @@ fn without_a_certificate_tls_v1_is_refused_and_the_client_stays_plain() {
 
 #[test]
 fn tls_required_refuses_every_command_but_identify_before_the_upgrade() {
-    let pki = Pki::new("test CA");
-    let (_dir, server) = start_server(&pki.serve_args(&["--tls-required=tcp-https"]));
+    let certs = Certs::generate();
+    let (_dir, server) = start_server(&serve_args(&certs, &["--tls-required=tcp-https"]));
     for command in ["PUB t", "SUB t c", "NOP", "RDY 1", "CLS"] {
         let mut wire = Wire::connect(server.tcp_address);
         let body = command.starts_with("PUB").then_some(b"x".as_slice());
@@ -395,7 +342,7 @@ fn tls_required_refuses_every_command_but_identify_before_the_upgrade() {
     // After the upgrade everything works.
     let mut wire = Wire::connect(server.tcp_address);
     wire.identify(serde_json::json!({"tls_v1": true}));
-    wire.start_tls(client_config(&pki.ca_file, None));
+    wire.start_tls(client_config(&certs.ca.cert, None));
     wire.expect(FRAME_RESPONSE, "OK");
     wire.publish("t", b"after tls");
     // tcp-https leaves plain HTTP open.
@@ -405,7 +352,7 @@ fn tls_required_refuses_every_command_but_identify_before_the_upgrade() {
 
 /// Upgrades with `client` as the client certificate; whether the server
 /// answered `OK` inside the session.
-fn upgrade_with(server: &Server, ca_file: &Path, client: Option<(PathBuf, PathBuf)>) -> bool {
+fn upgrade_with(server: &Server, ca_file: &Path, client: Option<&Pair>) -> bool {
     let mut wire = Wire::connect(server.tcp_address);
     wire.identify(serde_json::json!({"tls_v1": true}));
     wire.start_tls(client_config(ca_file, client));
@@ -417,22 +364,16 @@ fn upgrade_with(server: &Server, ca_file: &Path, client: Option<(PathBuf, PathBu
 
 #[test]
 fn require_verify_accepts_only_certificates_of_the_root_ca() {
-    let pki = Pki::new("cluster CA");
-    let stranger = Pki::new("another CA");
-    let ca = format!("--tls-root-ca-file={}", pki.ca_file.display());
-    let args = pki.serve_args(&["--tls-client-auth-policy=require-verify", &ca]);
+    let certs = Certs::generate();
+    let ca = format!("--tls-root-ca-file={}", certs.ca.cert_arg());
+    let args = serve_args(&certs, &["--tls-client-auth-policy=require-verify", &ca]);
     let (_dir, server) = start_server(&args);
-    assert!(!upgrade_with(&server, &pki.ca_file, None), "no certificate");
-    let foreign = stranger.issue("intruder");
-    assert!(
-        !upgrade_with(&server, &pki.ca_file, Some(foreign)),
-        "other CA"
-    );
-    assert!(upgrade_with(
-        &server,
-        &pki.ca_file,
-        Some(pki.issue("consumer"))
-    ));
+    let ca_file = &certs.ca.cert;
+    assert!(!upgrade_with(&server, ca_file, None), "no certificate");
+    let foreign = certs.other_ca.client("intruder");
+    assert!(!upgrade_with(&server, ca_file, Some(&foreign)), "other CA");
+    let good = certs.ca.client("consumer");
+    assert!(upgrade_with(&server, ca_file, Some(&good)));
     // The policy makes TLS required, as in nsqd.
     let mut plain = Wire::connect(server.tcp_address);
     plain.command("PUB t", Some(b"x")).unwrap();
@@ -440,40 +381,44 @@ fn require_verify_accepts_only_certificates_of_the_root_ca() {
         FRAME_ERROR,
         "E_INVALID cannot PUB in current state (TLS required)",
     );
-    assert_others_unaffected_over_tls(&server, &pki);
-}
-
-/// With a required, verified client certificate, a good client still works
-/// and `/stats` says the session is mutual.
-fn assert_others_unaffected_over_tls(server: &Server, pki: &Pki) {
+    // A verified client's session is mutual in /stats (read over HTTPS:
+    // the policy closes plain HTTP too).
     let mut wire = Wire::connect(server.tcp_address);
     wire.identify(serde_json::json!({"tls_v1": true}));
-    wire.start_tls(client_config(&pki.ca_file, Some(pki.issue("good"))));
+    wire.start_tls(client_config(ca_file, Some(&good)));
     wire.expect(FRAME_RESPONSE, "OK");
     wire.publish("mutual", b"m");
+    let https = server.https_address.expect("an HTTPS listener");
+    let config = certs::client_config(ca_file, Some(&good), &[b"http/1.1"]);
+    let stats = https_request(https, config, "GET", "/stats?format=json").unwrap();
+    let stats: Value = serde_json::from_str(&stats.body).unwrap();
+    let producer = stats["producers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client_id"] == "wire")
+        .cloned()
+        .expect("the TLS publisher in /stats");
     assert_eq!(
-        wire_stats(server)["tls_negotiated_protocol_is_mutual"],
-        true
+        producer["tls_negotiated_protocol_is_mutual"], true,
+        "{producer}"
     );
 }
 
 #[test]
 fn require_accepts_any_certificate_but_not_none() {
-    let pki = Pki::new("test CA");
-    let stranger = Pki::new("self-made CA");
-    let (_dir, server) = start_server(&pki.serve_args(&["--tls-client-auth-policy=require"]));
-    assert!(!upgrade_with(&server, &pki.ca_file, None));
-    assert!(upgrade_with(
-        &server,
-        &pki.ca_file,
-        Some(stranger.issue("anyone"))
-    ));
+    let certs = Certs::generate();
+    let args = serve_args(&certs, &["--tls-client-auth-policy=require"]);
+    let (_dir, server) = start_server(&args);
+    assert!(!upgrade_with(&server, &certs.ca.cert, None));
+    let stranger = certs.other_ca.client("anyone");
+    assert!(upgrade_with(&server, &certs.ca.cert, Some(&stranger)));
 }
 
 #[test]
 fn a_stalled_handshake_and_garbage_instead_of_a_client_hello_cost_one_connection() {
-    let pki = Pki::new("test CA");
-    let (_dir, server) = start_server(&pki.serve_args(&[]));
+    let certs = Certs::generate();
+    let (_dir, server) = start_server(&serve_args(&certs, &[]));
     // Asks for TLS, then says nothing: closed after the handshake deadline.
     let mut stalled = Wire::connect(server.tcp_address);
     stalled.identify(serde_json::json!({"tls_v1": true}));
@@ -649,9 +594,9 @@ fn expected_bodies(prefix: &str, count: usize) -> Vec<String> {
 
 #[test]
 fn pynsq_publishes_and_consumes_over_tls_snappy_and_deflate() {
-    let pki = Pki::new("test CA");
-    let (_dir, server) = start_server(&pki.serve_args(&[]));
-    let ca = pki.ca_file.display().to_string();
+    let certs = Certs::generate();
+    let (_dir, server) = start_server(&serve_args(&certs, &[]));
+    let ca = certs.ca.cert.display().to_string();
     let tls = serde_json::json!({"tls_v1": true, "tls_options": {"ca_certs": ca}});
     let modes = [
         ("tls", tls.clone()),
@@ -689,9 +634,9 @@ fn pynsq_publishes_and_consumes_over_tls_snappy_and_deflate() {
 
 #[test]
 fn nsqjs_publishes_and_consumes_over_tls_snappy_and_deflate() {
-    let pki = Pki::new("test CA");
-    let (_dir, server) = start_server(&pki.serve_args(&[]));
-    let ca = pki.ca_file.display().to_string();
+    let certs = Certs::generate();
+    let (_dir, server) = start_server(&serve_args(&certs, &[]));
+    let ca = certs.ca.cert.display().to_string();
     let tls = serde_json::json!({"tls": true, "tlsVerification": true, "caFile": ca});
     let modes = [
         ("tls", tls.clone()),

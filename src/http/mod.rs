@@ -9,7 +9,8 @@
 //! - [`stats`]: `/stats`, as JSON or text;
 //! - [`metrics`]: `/metrics` for Prometheus;
 //! - [`config`]: `/config/:opt`, read and (lookupd addresses, log level) change;
-//! - [`admin_guard`]: the admin writes' bearer token (`--http-admin-token-file`).
+//! - [`admin_guard`]: the admin writes' bearer token (`--http-admin-token-file`);
+//! - [`publish_guard`]: `/pub` and `/mpub` behind the auth server (`--http-publish-auth`).
 //!
 //! Connections are served by hyper with a header read timeout, so a client
 //! that opens a connection and sends nothing (or half a request) is cut off;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod info;
 pub mod metrics;
 pub mod publish;
+pub mod publish_guard;
 pub mod query;
 pub mod response;
 pub mod stats;
@@ -71,6 +73,16 @@ pub struct HttpState {
     pub replication: Option<Arc<crate::replication::Replication>>,
     /// Who may make admin writes (`--http-admin-token-file`).
     pub admin_policy: crate::admin::auth::Policy,
+    /// Who may publish, with `--http-publish-auth` (anyone otherwise).
+    pub publish_auth: Option<Arc<publish_guard::PublishAuth>>,
+}
+
+/// The other end of an HTTP connection, in every request's extensions
+/// (`serve` puts it there; an HTTPS listener passes `tls: true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpPeer {
+    pub address: SocketAddr,
+    pub tls: bool,
 }
 
 impl HttpState {
@@ -95,6 +107,7 @@ impl HttpState {
         HttpState {
             replication,
             admin_policy: crate::admin::auth::Policy::open(),
+            publish_auth: None,
             metrics,
             lookup_peers,
             args: args.clone(),
@@ -113,10 +126,18 @@ impl HttpState {
         self.admin_policy = policy;
         self
     }
+
+    /// `/pub` and `/mpub` need a bearer secret this auth server grants
+    /// (`--http-publish-auth`).
+    pub fn with_publish_auth(mut self, publish_auth: publish_guard::PublishAuth) -> HttpState {
+        self.publish_auth = Some(Arc::new(publish_auth));
+        self
+    }
 }
 
 /// Every route, with nsqd's 404 and 405 replies; the admin writes behind
-/// `--http-admin-token-file` when it is set (`admin_guard.rs`).
+/// `--http-admin-token-file` when it is set (`admin_guard.rs`), publishing
+/// behind the auth server with `--http-publish-auth` (`publish_guard.rs`).
 pub fn router(state: Arc<HttpState>) -> Router {
     let not_allowed = response::method_not_allowed;
     let admin_writes = Router::new()
@@ -179,14 +200,20 @@ pub fn router(state: Arc<HttpState>) -> Router {
             state.clone(),
             admin_guard::require_admin_token,
         ));
+    let publishing = Router::new()
+        .route("/pub", post(publish::publish).fallback(not_allowed))
+        .route("/mpub", post(publish::multi_publish).fallback(not_allowed))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            publish_guard::require_publish_auth,
+        ));
     Router::new()
         .route("/ping", get(info::ping).fallback(not_allowed))
         .route("/info", get(info::info).fallback(not_allowed))
         .route("/stats", get(stats::stats).fallback(not_allowed))
         .route("/metrics", get(metrics::metrics).fallback(not_allowed))
         .route("/cluster", get(cluster::cluster).fallback(not_allowed))
-        .route("/pub", post(publish::publish).fallback(not_allowed))
-        .route("/mpub", post(publish::multi_publish).fallback(not_allowed))
+        .merge(publishing)
         .merge(admin_writes)
         .fallback(response::not_found)
         .with_state(state)
@@ -200,8 +227,12 @@ pub async fn serve(
     header_read_timeout: Duration,
     shutdown: CancellationToken,
 ) {
-    let connections = accept_until(listener, &shutdown, "HTTP", |socket, _peer| {
-        let service = TowerToHyperService::new(router.clone());
+    let connections = accept_until(listener, &shutdown, "HTTP", |socket, address| {
+        let peer = HttpPeer {
+            address,
+            tls: false,
+        };
+        let service = peer_service(&router, peer);
         let token = shutdown.clone();
         async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -221,6 +252,24 @@ pub async fn serve(
     })
     .await;
     drain(connections, DRAIN_DEADLINE, "HTTP").await;
+}
+
+/// `router` as a hyper service that records `peer` in each request's
+/// extensions (for `/pub`'s auth check).
+pub fn peer_service(
+    router: &Router,
+    peer: HttpPeer,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    let service = TowerToHyperService::new(router.clone());
+    hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(peer);
+        hyper::service::Service::call(&service, request)
+    })
 }
 
 /// Why a request body could not be read.

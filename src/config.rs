@@ -241,6 +241,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub tls: crate::tls::TlsArgs,
 
+    /// AUTH: the auth servers and how to ask them (`src/auth/`).
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
+
     /// <addr>:<port> to listen on for HTTPS clients (the HTTP API over TLS;
     /// only with `--tls-cert` and `--tls-key`).
     #[arg(long, default_value = "0.0.0.0:4152")]

@@ -5,6 +5,8 @@
 //!   crate's state machine and group committer.
 //! - [`connection`]: one client connection, top to bottom like the spec.
 //! - [`http`]: nsqd's HTTP API (`/pub`, `/mpub`, `/info`, ...).
+//! - [`auth`]: AUTH against an external auth server, as nsqd's
+//!   `--auth-http-address` (and `--http-publish-auth` for HTTP publishing).
 //! - [`admin`]: the gRPC admin API and the `ledgerq admin` command;
 //!   [`grpc`]: the server that carries it (and raft, in redundancy mode);
 //!   [`grpc_tls`]: mutual TLS on that port.
@@ -18,6 +20,7 @@
 
 pub mod accept;
 pub mod admin;
+pub mod auth;
 pub mod broker;
 pub mod clock;
 pub mod config;

@@ -16,11 +16,13 @@ use tokio_util::sync::CancellationToken;
 use crate::accept::{accept_until, drain};
 use crate::admin::auth::Policy;
 use crate::admin::service::{AdminContext, AdminService, Limits};
+use crate::auth::Authenticator;
 use crate::broker::latency::LatencySettings;
 use crate::broker::{Broker, BrokerOptions, ChannelDirectory};
 use crate::config::{ms, ServeArgs};
 use crate::connection::{self, ConnectionSettings};
 use crate::grpc;
+use crate::http::publish_guard::PublishAuth;
 use crate::http::{self, HttpState};
 use crate::lookup_peer::LookupPeers;
 use crate::lookupd::protocol::NodeInfo;
@@ -102,6 +104,7 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     let http_admin_policy = Policy::from_flags(args.http_admin_token_file.as_deref(), false)?;
     let server_tls = args.tls.server_tls()?;
+    let authenticator = Authenticator::from_args(&args.auth)?;
     let replica_config = ReplicaConfig::from_flags(
         args.node_id,
         args.replicas.as_deref(),
@@ -178,20 +181,29 @@ pub async fn start(
     lookup_peers.set_addresses(args.lookupd_tcp_addresses.clone());
     let directory: Arc<dyn ChannelDirectory> = lookup_peers.clone();
     broker.set_channel_directory(Arc::downgrade(&directory));
-    let state = Arc::new(
-        HttpState::new(
-            broker.clone(),
-            &args,
-            tcp_address,
-            http_address,
-            metrics,
-            lookup_peers,
-            replication,
-        )
-        .with_admin_policy(http_admin_policy),
-    );
+    let mut state = HttpState::new(
+        broker.clone(),
+        &args,
+        tcp_address,
+        http_address,
+        metrics,
+        lookup_peers,
+        replication,
+    )
+    .with_admin_policy(http_admin_policy);
+    if let Some(authenticator) = authenticator
+        .as_ref()
+        .filter(|_| args.auth.http_publish_auth)
+    {
+        state = state.with_publish_auth(PublishAuth::new(authenticator.clone()));
+    }
+    let state = Arc::new(state);
     let http_tasks = serve_http(&args, http_listener, https, http::router(state), &shutdown);
-    let settings = Arc::new(ConnectionSettings::from_args(&args, server_tls));
+    let settings = Arc::new(ConnectionSettings::from_args(
+        &args,
+        server_tls,
+        authenticator,
+    ));
     let task = tokio::spawn(serve(
         listener,
         broker.clone(),

@@ -678,3 +678,35 @@ fn merged(base: &Value, extra: Value) -> Value {
         .extend(extra.as_object().unwrap().clone());
     value
 }
+
+#[test]
+fn auth_after_tls_sends_the_client_certificates_common_name() {
+    let auth = common::auth_server::AuthServer::start();
+    let certs = Certs::generate();
+    let ca = format!("--tls-root-ca-file={}", certs.ca.cert_arg());
+    let auth_flag = auth.flag();
+    let policy = "--tls-client-auth-policy=require-verify";
+    let (_dir, server) = start_server(&serve_args(&certs, &[policy, &ca, &auth_flag]));
+    let mut wire = Wire::connect(server.tcp_address);
+    let reply = wire.identify(serde_json::json!({"tls_v1": true, "deflate": true}));
+    assert_eq!(reply["auth_required"], true);
+    let client = certs.ca.client("consumer-7");
+    wire.start_tls(client_config(&certs.ca.cert, Some(&client)));
+    wire.expect(FRAME_RESPONSE, "OK");
+    // Deflate inside TLS, by hand: both layers over the one session.
+    let session = std::mem::replace(&mut wire.writer, Box::new(io::sink()));
+    let reader = std::mem::replace(&mut wire.reader, Box::new(io::empty()));
+    wire.reader = Box::new(Inflate::new(reader));
+    wire.writer = Box::new(flate2::write::DeflateEncoder::new(
+        session,
+        flate2::Compression::new(6),
+    ));
+    wire.expect(FRAME_RESPONSE, "OK");
+    wire.command("AUTH", Some(b"publisher")).unwrap();
+    let (kind, _) = wire.frame().unwrap();
+    assert_eq!(kind, FRAME_RESPONSE);
+    wire.publish("orders", b"over tls and deflate");
+    let question = &auth.questions()[0];
+    assert_eq!(question["tls"], "true");
+    assert_eq!(question["common_name"], "consumer-7");
+}

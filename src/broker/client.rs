@@ -29,6 +29,19 @@ pub struct ClientInfo {
     pub hostname: String,
     pub user_agent: String,
     pub connect_ts_s: i64,
+    /// What AUTH proved (`Broker::set_client_auth`).
+    pub auth: ClientAuth,
+}
+
+/// A client's AUTH as `/stats` shows it (`authed`, `auth_identity`,
+/// `auth_identity_url`, each left out when false or empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// AUTH succeeded with at least one authorization.
+    pub authed: bool,
+    /// The auth server's name for the secret's owner.
+    pub identity: String,
+    pub identity_url: String,
 }
 
 /// How a client's bytes travel, for `/stats` (set once its IDENTIFY

@@ -12,7 +12,7 @@ use ledgerq_storage::{Command, Urgency};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::channel::InFlightError;
-use super::client::{Client, ClientId, ClientInfo, Outbound, TransportInfo};
+use super::client::{Client, ClientAuth, ClientId, ClientInfo, Outbound, TransportInfo};
 use super::message::decode_id;
 use super::{Broker, BrokerError, BrokerState};
 use crate::clock;
@@ -52,6 +52,7 @@ impl Broker {
             client.info = ClientInfo {
                 remote_address: client.info.remote_address.clone(),
                 connect_ts_s: client.info.connect_ts_s,
+                auth: client.info.auth.clone(),
                 ..info
             };
             client.msg_timeout_ms = msg_timeout_ms;
@@ -63,6 +64,15 @@ impl Broker {
     pub fn set_client_transport(&self, id: ClientId, transport: TransportInfo) {
         if let Some(client) = self.lock().clients.get_mut(&id) {
             client.transport = transport;
+        }
+    }
+
+    /// Records what AUTH proved (after AUTH, and after each refresh of an
+    /// expired authorization), for `/stats`.
+    pub fn set_client_auth(&self, id: ClientId, auth: ClientAuth) {
+        let mut state = self.lock();
+        if let Some(client) = state.clients.get_mut(&id) {
+            client.info.auth = auth;
         }
     }
 

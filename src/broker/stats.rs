@@ -14,7 +14,7 @@
 //! unread deferred message older than that counts in `depth` until a
 //! dispatch reads it.
 
-use super::client::{Client, ClientId, TransportInfo};
+use super::client::{Client, ClientAuth, ClientId, TransportInfo};
 use super::latency::{summarize, LatencySummary};
 use super::{Broker, BrokerState};
 use crate::clock;
@@ -83,6 +83,7 @@ pub struct ClientSnapshot {
     /// Messages published over TCP, per topic, in first-publish order.
     pub pub_counts: Vec<(String, u64)>,
     pub transport: TransportInfo,
+    pub auth: ClientAuth,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -117,6 +118,7 @@ impl ClientSnapshot {
             connect_ts: client.info.connect_ts_s,
             sample_rate: client.sample_rate,
             pub_counts: client.pub_counts.clone(),
+            auth: client.info.auth.clone(),
         }
     }
 }

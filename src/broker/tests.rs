@@ -9,7 +9,7 @@ use bytes::Bytes;
 use ledgerq_storage::StoreOptions;
 use tokio::sync::mpsc;
 
-use super::client::{ClientId, ClientInfo, Outbound};
+use super::client::{ClientAuth, ClientId, ClientInfo, Outbound};
 use super::{AdminAction, AdminTarget, Broker, BrokerError, BrokerOptions};
 use crate::broker::stats::StatsFilter;
 
@@ -189,5 +189,33 @@ async fn attempts_continue_across_a_restart() {
     // Offset 1 may come back too (its FIN is lazy), never offset 0 reset.
     assert_eq!(offset, 0);
     assert_eq!(attempts, 2, "the delivery before the restart counts");
+    close(broker).await;
+}
+
+#[tokio::test]
+async fn a_clients_auth_shows_in_stats_and_survives_identify() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path(), 100);
+    let (client, _frames) = consumer(&broker, "t", "c", 1).await;
+    let auth = ClientAuth {
+        authed: true,
+        identity: "alice".to_owned(),
+        identity_url: "https://id.example/alice".to_owned(),
+    };
+    broker.set_client_auth(client, auth.clone());
+    // AUTH may come before IDENTIFY, which must not forget it.
+    let info = ClientInfo {
+        client_id: "after-identify".to_owned(),
+        ..ClientInfo::default()
+    };
+    broker.configure_client(client, info, 60_000, 0);
+    let filter = StatsFilter {
+        include_clients: true,
+        ..StatsFilter::default()
+    };
+    let topics = broker.stats(&filter).topics.expect("topics");
+    let shown = &topics[0].channels[0].clients[0];
+    assert_eq!(shown.client_id, "after-identify");
+    assert_eq!(shown.auth, auth);
     close(broker).await;
 }

@@ -22,7 +22,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{session::AuthSession, Authenticator};
 use crate::broker::channel::InFlightError;
 use crate::broker::client::{ClientId, ClientInfo, TransportInfo};
 use crate::broker::Broker;
@@ -109,10 +110,16 @@ pub struct ConnectionSettings {
     pub max_channel_consumers: usize,
     /// The `tls_v1` upgrade's certificate and requirement.
     pub tls: Option<ServerTls>,
+    /// The auth server (`--auth-http-address`), if any.
+    pub authenticator: Option<Arc<Authenticator>>,
 }
 
 impl ConnectionSettings {
-    pub fn from_args(args: &ServeArgs, tls: Option<ServerTls>) -> Self {
+    pub fn from_args(
+        args: &ServeArgs,
+        tls: Option<ServerTls>,
+        authenticator: Option<Arc<Authenticator>>,
+    ) -> Self {
         let limits = Limits {
             max_msg_size_bytes: args.max_msg_size,
             max_body_size_bytes: args.max_body_size,
@@ -136,6 +143,7 @@ impl ConnectionSettings {
             tls_v1_available: tls.is_some(),
             deflate_available: args.deflate,
             snappy_available: args.snappy,
+            auth_required: authenticator.is_some(),
             ..ServerFeatures::new(NSQ_COMPATIBLE_VERSION)
         };
         ConnectionSettings {
@@ -144,6 +152,7 @@ impl ConnectionSettings {
             features,
             max_channel_consumers: args.max_channel_consumers,
             tls,
+            authenticator,
         }
     }
 }
@@ -231,6 +240,7 @@ pub async fn serve(
         replies: Some(replies_sender),
         pending_upgrade: None,
         upgraded: false,
+        auth: auth_session(&broker, &settings, client, peer),
     };
     let mut queues = WriterQueues::new(replies, outbound);
     let gate = StateGate {
@@ -271,6 +281,9 @@ pub async fn serve(
         return broker.unregister_client(client);
     };
     broker.set_client_transport(client, transport_info(&upgraded, upgrade));
+    if let Some(tls) = &upgraded.tls {
+        reader.auth.set_tls(&tls.common_name);
+    }
     reader.upgraded = true;
     let mut codec = parts.codec;
     codec.gate_mut().tls_pending &= !upgrade.tls;
@@ -290,6 +303,18 @@ pub async fn serve(
     );
     close(&broker, client, commands.into_inner(), writer).await;
     tracing::debug!(%peer, client, "client disconnected");
+}
+
+/// The connection's AUTH state; what it proves shows in `/stats`.
+fn auth_session(
+    broker: &Arc<Broker>,
+    settings: &ConnectionSettings,
+    client: ClientId,
+    peer: SocketAddr,
+) -> AuthSession {
+    let broker = broker.clone();
+    AuthSession::new(settings.authenticator.clone(), peer.ip().to_string())
+        .reporting_to(move |auth| broker.set_client_auth(client, auth.clone()))
 }
 
 /// Reader and writer over one transport, until the connection closes
@@ -384,6 +409,8 @@ struct Reader {
     pending_upgrade: Option<Upgrade>,
     /// The connection has been upgraded; a later IDENTIFY offers nothing.
     upgraded: bool,
+    /// AUTH and the permission checks of SUB and the publishes.
+    auth: AuthSession,
 }
 
 impl Reader {
@@ -456,7 +483,7 @@ impl Reader {
     async fn handle(&mut self, command: ClientCommand) -> Option<PendingReply> {
         match command {
             ClientCommand::Identify(body) => Some(self.identify(&body)),
-            ClientCommand::Auth(_) => Some(self.auth()),
+            ClientCommand::Auth(secret) => Some(self.auth(&secret).await),
             ClientCommand::Sub { topic, channel } => Some(self.sub(&topic, &channel).await),
             ClientCommand::Pub { topic, body } => {
                 Some(self.publish("PUB", &topic, vec![body], 0).await)
@@ -545,13 +572,20 @@ impl Reader {
             .configure_client(self.client, info, negotiated.msg_timeout_ms, sample_rate);
     }
 
-    // AUTH: ledgerq has no auth server support yet, as nsqd without one.
-    fn auth(&mut self) -> PendingReply {
-        self.fail(ProtocolError::fatal("E_AUTH_DISABLED", "AUTH disabled"))
+    // AUTH <secret>: asks the auth server (bounded by its timeouts); the
+    // reply lists who the secret belongs to. Without one: E_AUTH_DISABLED.
+    async fn auth(&mut self, secret: &[u8]) -> PendingReply {
+        match self.auth.auth(secret, Instant::now()).await {
+            Ok(granted) => ready(Reply::Frame(response(granted.response_json().as_bytes()))),
+            Err(error) => self.fail(error),
+        }
     }
 
     // SUB <topic> <channel>: creates both as needed; RDY starts at 0.
     async fn sub(&mut self, topic: &str, channel: &str) -> PendingReply {
+        if let Err(error) = self.auth.check("SUB", topic, channel, Instant::now()).await {
+            return self.fail(error);
+        }
         let limit = self.settings.max_channel_consumers;
         match self
             .broker
@@ -575,6 +609,9 @@ impl Reader {
         bodies: Vec<Bytes>,
         defer_ms: u64,
     ) -> PendingReply {
+        if let Err(error) = self.auth.check(verb, topic, "", Instant::now()).await {
+            return self.fail(error);
+        }
         let topic_id = match self.broker.ensure_topic(topic).await {
             Ok(id) => id,
             Err(error) => return self.fail(ProtocolError::publish_failed(verb, &error)),

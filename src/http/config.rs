@@ -56,6 +56,11 @@ fn setting(args: &ServeArgs, name: &str, lookupd: Vec<String>, log_level: &str) 
         "http_read_timeout" => nanos(args.http_read_timeout),
         "finish_sync_interval" => nanos(args.finish_sync_interval),
         "unsafe_no_fsync" => json!(args.unsafe_no_fsync),
+        "auth_http_addresses" => json!(args.auth.auth_http_addresses),
+        "auth_http_request_method" => json!(args.auth.auth_http_request_method.name()),
+        "http_client_connect_timeout" => nanos(args.auth.http_client_connect_timeout),
+        "http_client_request_timeout" => nanos(args.auth.http_client_request_timeout),
+        "http_publish_auth" => json!(args.auth.http_publish_auth),
         _ => return None,
     })
 }

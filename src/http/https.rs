@@ -40,12 +40,15 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(with_http1_alpn(&tls));
     let handshake = move |socket| accept(acceptor.clone(), socket);
+    let kind = super::Listener {
+        what: "HTTPS",
+        tls: true,
+    };
     super::serve_on(
-        listener,
+        (listener, kind),
         router,
         header_read_timeout,
         shutdown,
-        "HTTPS",
         handshake,
     )
     .await;

@@ -12,6 +12,7 @@
 //! - [`admin_guard`]: the admin writes' bearer token (`--http-admin-token-file`);
 //! - [`https`]: the same API over TLS (`--https-address`), and the plain
 //!   listener's 403 `TLS_REQUIRED` under `--tls-required=true`.
+//! - [`publish_guard`]: `/pub` and `/mpub` behind the auth server (`--http-publish-auth`).
 //!
 //! Connections are served by hyper with a header read timeout, so a client
 //! that opens a connection and sends nothing (or half a request) is cut off;
@@ -27,6 +28,7 @@ pub mod https;
 pub mod info;
 pub mod metrics;
 pub mod publish;
+pub mod publish_guard;
 pub mod query;
 pub mod response;
 pub mod stats;
@@ -76,6 +78,16 @@ pub struct HttpState {
     pub replication: Option<Arc<crate::replication::Replication>>,
     /// Who may make admin writes (`--http-admin-token-file`).
     pub admin_policy: crate::admin::auth::Policy,
+    /// Who may publish, with `--http-publish-auth` (anyone otherwise).
+    pub publish_auth: Option<Arc<publish_guard::PublishAuth>>,
+}
+
+/// The other end of an HTTP connection, in every request's extensions
+/// (`serve` puts it there; an HTTPS listener passes `tls: true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpPeer {
+    pub address: SocketAddr,
+    pub tls: bool,
 }
 
 impl HttpState {
@@ -100,6 +112,7 @@ impl HttpState {
         HttpState {
             replication,
             admin_policy: crate::admin::auth::Policy::open(),
+            publish_auth: None,
             metrics,
             lookup_peers,
             args: args.clone(),
@@ -118,10 +131,18 @@ impl HttpState {
         self.admin_policy = policy;
         self
     }
+
+    /// `/pub` and `/mpub` need a bearer secret this auth server grants
+    /// (`--http-publish-auth`).
+    pub fn with_publish_auth(mut self, publish_auth: publish_guard::PublishAuth) -> HttpState {
+        self.publish_auth = Some(Arc::new(publish_auth));
+        self
+    }
 }
 
 /// Every route, with nsqd's 404 and 405 replies; the admin writes behind
-/// `--http-admin-token-file` when it is set (`admin_guard.rs`).
+/// `--http-admin-token-file` when it is set (`admin_guard.rs`), publishing
+/// behind the auth server with `--http-publish-auth` (`publish_guard.rs`).
 pub fn router(state: Arc<HttpState>) -> Router {
     let not_allowed = response::method_not_allowed;
     let admin_writes = Router::new()
@@ -184,14 +205,20 @@ pub fn router(state: Arc<HttpState>) -> Router {
             state.clone(),
             admin_guard::require_admin_token,
         ));
+    let publishing = Router::new()
+        .route("/pub", post(publish::publish).fallback(not_allowed))
+        .route("/mpub", post(publish::multi_publish).fallback(not_allowed))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            publish_guard::require_publish_auth,
+        ));
     Router::new()
         .route("/ping", get(info::ping).fallback(not_allowed))
         .route("/info", get(info::info).fallback(not_allowed))
         .route("/stats", get(stats::stats).fallback(not_allowed))
         .route("/metrics", get(metrics::metrics).fallback(not_allowed))
         .route("/cluster", get(cluster::cluster).fallback(not_allowed))
-        .route("/pub", post(publish::publish).fallback(not_allowed))
-        .route("/mpub", post(publish::multi_publish).fallback(not_allowed))
+        .merge(publishing)
         .merge(admin_writes)
         .fallback(response::not_found)
         .with_state(state)
@@ -206,33 +233,46 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let plain = |socket: TcpStream| std::future::ready(Some(socket));
+    let kind = Listener {
+        what: "HTTP",
+        tls: false,
+    };
     serve_on(
-        listener,
+        (listener, kind),
         router,
         header_read_timeout,
         shutdown,
-        "HTTP",
         plain,
     )
     .await;
 }
 
+/// What a listener is, for logs and for each request's [`HttpPeer`].
+#[derive(Debug, Clone, Copy)]
+pub struct Listener {
+    pub what: &'static str,
+    pub tls: bool,
+}
+
 /// [`serve`] with a `handshake` that turns each accepted socket into the
 /// stream HTTP is spoken on (TLS for [`https`]), or drops it (`None`).
 pub async fn serve_on<H, F, IO>(
-    listener: TcpListener,
+    (listener, kind): (TcpListener, Listener),
     router: Router,
     header_read_timeout: Duration,
     shutdown: CancellationToken,
-    what: &'static str,
     handshake: H,
 ) where
     H: Fn(TcpStream) -> F,
     F: Future<Output = Option<IO>> + Send + 'static,
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let connections = accept_until(listener, &shutdown, what, |socket, _peer| {
-        let service = TowerToHyperService::new(router.clone());
+    let connections = accept_until(listener, &shutdown, kind.what, |socket, address| {
+        let peer = HttpPeer {
+            address,
+            tls: kind.tls,
+        };
+        let service = peer_service(&router, peer);
         let token = shutdown.clone();
         let stream = handshake(socket);
         async move {
@@ -242,18 +282,25 @@ pub async fn serve_on<H, F, IO>(
         }
     })
     .await;
-    drain(connections, DRAIN_DEADLINE, what).await;
+    drain(connections, DRAIN_DEADLINE, kind.what).await;
 }
 
 /// One HTTP/1.1 connection, until the client closes it or, at `shutdown`,
 /// until it has answered the request in progress.
-async fn serve_connection<IO>(
+async fn serve_connection<IO, S>(
     stream: IO,
-    service: TowerToHyperService<Router>,
+    service: S,
     header_read_timeout: Duration,
     shutdown: CancellationToken,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
 {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -268,6 +315,24 @@ async fn serve_connection<IO>(
             let _ = connection.await;
         }
     }
+}
+
+/// `router` as a hyper service that records `peer` in each request's
+/// extensions (for `/pub`'s auth check).
+pub fn peer_service(
+    router: &Router,
+    peer: HttpPeer,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    let service = TowerToHyperService::new(router.clone());
+    hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(peer);
+        hyper::service::Service::call(&service, request)
+    })
 }
 
 /// Why a request body could not be read.

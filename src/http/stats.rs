@@ -6,7 +6,10 @@
 //! unless `--e2e-processing-latency-percentile` is given, then the count of
 //! FINs in the window and each quantile's latency in nanoseconds. What
 //! ledgerq has no equivalent for is reported as nsqd reports it when the
-//! feature is off: compression and TLS fields are `false`/empty. ledgerq has no garbage collector: `memory`
+//! feature is off: compression and TLS fields are `false`/empty. A client's
+//! `authed`, `auth_identity` and `auth_identity_url` are left out when
+//! false or empty, as nsqd does; the text format adds ` authed[: identity]`
+//! to an authed client's line. ledgerq has no garbage collector: `memory`
 //! reports the process's resident set as `heap_in_use_bytes` and zero for
 //! the Go-runtime-only keys.
 
@@ -23,6 +26,7 @@ use serde::Serialize;
 use super::query::Params;
 use super::response::{Reply, NSQ_CONTENT_TYPE_HEADER, NSQ_CONTENT_TYPE_V1};
 use super::HttpState;
+use crate::broker::client::ClientAuth;
 use crate::broker::latency::LatencySummary;
 use crate::broker::stats::{
     ChannelSnapshot, ClientSnapshot, StatsFilter, StatsSnapshot, TopicSnapshot,
@@ -143,6 +147,12 @@ struct ClientDoc<'a> {
     deflate: bool,
     snappy: bool,
     user_agent: &'a str,
+    #[serde(skip_serializing_if = "is_false")]
+    authed: bool,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    auth_identity: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    auth_identity_url: &'a str,
     tls: bool,
     tls_cipher_suite: &'a str,
     tls_version: &'a str,
@@ -210,6 +220,10 @@ fn resident_bytes() -> u64 {
     pages * u64::try_from(page_size).unwrap_or(0)
 }
 
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
 fn client_doc(client: &ClientSnapshot) -> ClientDoc<'_> {
     ClientDoc {
         client_id: &client.client_id,
@@ -227,6 +241,9 @@ fn client_doc(client: &ClientSnapshot) -> ClientDoc<'_> {
         deflate: client.transport.deflate,
         snappy: client.transport.snappy,
         user_agent: &client.user_agent,
+        authed: client.auth.authed,
+        auth_identity: &client.auth.identity,
+        auth_identity_url: &client.auth.identity_url,
         tls: client.transport.tls,
         tls_cipher_suite: &client.transport.tls_cipher_suite,
         tls_version: &client.transport.tls_version,
@@ -357,6 +374,16 @@ fn go_duration(seconds: u64) -> String {
     }
 }
 
+/// ledgerq's addition to a client line of an authed client: ` authed`,
+/// then its identity if it has one (nsqd's text omits AUTH).
+fn auth_text(auth: &ClientAuth) -> String {
+    match (auth.authed, auth.identity.as_str()) {
+        (false, _) => String::new(),
+        (true, "") => " authed".to_owned(),
+        (true, identity) => format!(" authed: {identity}"),
+    }
+}
+
 /// One client line of the text format (nsqd's `ClientStats.String`).
 fn client_line(client: &ClientSnapshot, now: u64) -> String {
     let connected = go_duration(now.saturating_sub(u64::try_from(client.connect_ts).unwrap_or(0)));
@@ -373,18 +400,20 @@ fn client_line(client: &ClientSnapshot, now: u64) -> String {
             .map(|(topic, count)| format!("{topic}={count}"))
             .collect();
         return format!(
-            "[{CLIENT_VERSION} {id:<21}] msgs: {total:<8} topics: {} connected: {connected}",
-            topics.join(",")
+            "[{CLIENT_VERSION} {id:<21}] msgs: {total:<8} topics: {} connected: {connected}{}",
+            topics.join(","),
+            auth_text(&client.auth)
         );
     }
     format!(
-        "[{CLIENT_VERSION} {id:<21}] state: {} inflt: {:<4} rdy: {:<4} fin: {:<8} re-q: {:<8} msgs: {:<8} connected: {connected}",
+        "[{CLIENT_VERSION} {id:<21}] state: {} inflt: {:<4} rdy: {:<4} fin: {:<8} re-q: {:<8} msgs: {:<8} connected: {connected}{}",
         client.state,
         client.in_flight_count,
         client.ready_count,
         client.finish_count,
         client.requeue_count,
         client.message_count,
+        auth_text(&client.auth),
     )
 }
 
@@ -472,6 +501,53 @@ fn text_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client(auth: ClientAuth) -> ClientSnapshot {
+        ClientSnapshot {
+            client_id: "c1".to_owned(),
+            hostname: "h".to_owned(),
+            user_agent: "ua".to_owned(),
+            remote_address: "10.0.0.5:53122".to_owned(),
+            state: 3,
+            ready_count: 1,
+            in_flight_count: 0,
+            message_count: 0,
+            finish_count: 0,
+            requeue_count: 0,
+            connect_ts: 0,
+            sample_rate: 0,
+            pub_counts: Vec::new(),
+            transport: Default::default(),
+            auth,
+        }
+    }
+
+    #[test]
+    fn auth_keys_are_left_out_unless_set() {
+        let plain = serde_json::to_value(client_doc(&client(ClientAuth::default()))).unwrap();
+        for key in ["authed", "auth_identity", "auth_identity_url"] {
+            assert!(plain.get(key).is_none(), "{key}");
+        }
+        assert!(!client_line(&client(ClientAuth::default()), 0).contains("authed"));
+        let authed = ClientAuth {
+            authed: true,
+            identity: "alice".to_owned(),
+            identity_url: "https://id/alice".to_owned(),
+        };
+        let doc = serde_json::to_value(client_doc(&client(authed.clone()))).unwrap();
+        assert_eq!(doc["authed"], true);
+        assert_eq!(doc["auth_identity"], "alice");
+        assert_eq!(doc["auth_identity_url"], "https://id/alice");
+        assert!(client_line(&client(authed), 0).ends_with(" authed: alice"));
+        let anonymous = ClientAuth {
+            authed: true,
+            ..ClientAuth::default()
+        };
+        let doc = serde_json::to_value(client_doc(&client(anonymous.clone()))).unwrap();
+        assert_eq!(doc["authed"], true);
+        assert!(doc.get("auth_identity").is_none());
+        assert!(client_line(&client(anonymous), 0).ends_with(" authed"));
+    }
 
     #[test]
     fn durations_print_as_go_does() {

@@ -9,6 +9,7 @@ use std::fmt;
 
 use crate::broker::channel::InFlightError;
 use crate::broker::BrokerError;
+use crate::protocol::quote::go_quote;
 
 /// Error code for a wrong protocol magic; its frame body is the code alone.
 pub const E_BAD_PROTOCOL: &str = "E_BAD_PROTOCOL";
@@ -24,6 +25,14 @@ pub const E_BAD_CHANNEL: &str = "E_BAD_CHANNEL";
 pub const E_BAD_MESSAGE: &str = "E_BAD_MESSAGE";
 /// Error code for IDENTIFY feature negotiation failures.
 pub const E_IDENTIFY_FAILED: &str = "E_IDENTIFY_FAILED";
+/// Error code for SUB or publishing before AUTH while auth is enabled.
+pub const E_AUTH_FIRST: &str = "E_AUTH_FIRST";
+/// Error code for an auth server that failed or gave an invalid reply.
+pub const E_AUTH_FAILED: &str = "E_AUTH_FAILED";
+/// Error code for a secret that does not allow the command.
+pub const E_UNAUTHORIZED: &str = "E_UNAUTHORIZED";
+/// Error code for AUTH without an auth server.
+pub const E_AUTH_DISABLED: &str = "E_AUTH_DISABLED";
 
 /// One protocol-level error, ready to be written as an error frame (or to close silently).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +169,45 @@ impl ProtocolError {
     }
 }
 
+/// AUTH and its checks (`src/auth/session.rs`), in nsqd's words; all fatal.
+impl ProtocolError {
+    /// Fatal `E_AUTH_DISABLED`: AUTH without `--auth-http-address`.
+    pub fn auth_disabled() -> Self {
+        Self::fatal(E_AUTH_DISABLED, "AUTH disabled")
+    }
+
+    /// Fatal `E_INVALID`: a second AUTH after a successful one.
+    pub fn auth_already_set() -> Self {
+        Self::invalid("AUTH already set")
+    }
+
+    /// Fatal `E_AUTH_FAILED`: the auth server failed (details are only logged).
+    pub fn auth_failed() -> Self {
+        Self::fatal(E_AUTH_FAILED, "AUTH failed")
+    }
+
+    /// Fatal `E_UNAUTHORIZED`: the auth server granted nothing.
+    pub fn auth_no_authorizations() -> Self {
+        Self::fatal(E_UNAUTHORIZED, "AUTH no authorizations found")
+    }
+
+    /// Fatal `E_AUTH_FIRST`: `verb` before a successful AUTH.
+    pub fn auth_first(verb: &str) -> Self {
+        Self::fatal(E_AUTH_FIRST, format!("AUTH required before {verb}"))
+    }
+
+    /// Fatal `E_UNAUTHORIZED`: the secret does not allow `verb` on
+    /// `topic`/`channel` (channel "" for publishing), quoted as Go's `%q`.
+    pub fn unauthorized(verb: &str, topic: &str, channel: &str) -> Self {
+        let topic = go_quote(topic.as_bytes());
+        let channel = go_quote(channel.as_bytes());
+        Self::fatal(
+            E_UNAUTHORIZED,
+            format!("AUTH failed for {verb} on {topic} {channel}"),
+        )
+    }
+}
+
 impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.frame_body())
@@ -225,6 +273,41 @@ mod tests {
         assert_eq!(ProtocolError::bad_channel("x").code, "E_BAD_CHANNEL");
         assert_eq!(ProtocolError::bad_message("x").code, "E_BAD_MESSAGE");
         assert_eq!(ProtocolError::bad_topic("x").code, "E_BAD_TOPIC");
+    }
+
+    #[test]
+    fn auth_errors_read_as_nsqd_writes_them() {
+        let texts = [
+            (
+                ProtocolError::auth_disabled(),
+                "E_AUTH_DISABLED AUTH disabled",
+            ),
+            (
+                ProtocolError::auth_already_set(),
+                "E_INVALID AUTH already set",
+            ),
+            (ProtocolError::auth_failed(), "E_AUTH_FAILED AUTH failed"),
+            (
+                ProtocolError::auth_no_authorizations(),
+                "E_UNAUTHORIZED AUTH no authorizations found",
+            ),
+            (
+                ProtocolError::auth_first("MPUB"),
+                "E_AUTH_FIRST AUTH required before MPUB",
+            ),
+            (
+                ProtocolError::unauthorized("SUB", "t", "c#ephemeral"),
+                r#"E_UNAUTHORIZED AUTH failed for SUB on "t" "c#ephemeral""#,
+            ),
+            (
+                ProtocolError::unauthorized("PUB", "t", ""),
+                r#"E_UNAUTHORIZED AUTH failed for PUB on "t" """#,
+            ),
+        ];
+        for (error, text) in texts {
+            assert_eq!(error.frame_body(), text);
+            assert!(error.fatal);
+        }
     }
 
     #[test]

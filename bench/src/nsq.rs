@@ -3,7 +3,8 @@
 //! It covers what a load generator needs and nothing more: connect and send
 //! the magic, `IDENTIFY`, pipelined `PUB`/`MPUB` with a window of commands
 //! awaiting their `OK` ([`Publisher`]), and a `SUB`/`RDY`/`FIN` consumer loop
-//! that answers heartbeats ([`consume`]). No TLS, compression or AUTH.
+//! that answers heartbeats ([`consume`]), snappy or deflate compression if
+//! asked for ([`Compression`]). No TLS or AUTH.
 //!
 //! Wire format (all integers big-endian): commands are a text line, plus a
 //! length-prefixed body for `IDENTIFY`, `PUB`, `MPUB` and `DPUB`. The server
@@ -20,8 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Semaphore, TryAcquireError};
 use tokio::task::JoinHandle;
@@ -269,6 +269,34 @@ pub struct Identify {
     pub output_buffer_timeout: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub msg_timeout: Option<i64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub snappy: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deflate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deflate_level: Option<i64>,
+}
+
+/// The compression a connection asks for in IDENTIFY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    /// Snappy's framing format.
+    Snappy,
+    /// Raw DEFLATE at nsqd's default level (6).
+    Deflate,
+}
+
+impl Identify {
+    /// Asks for `compression`.
+    pub fn with_compression(mut self, compression: Compression) -> Identify {
+        self.snappy = compression == Compression::Snappy;
+        self.deflate = compression == Compression::Deflate;
+        self.deflate_level = self.deflate.then_some(6);
+        self
+    }
 }
 
 impl Default for Identify {
@@ -283,13 +311,16 @@ impl Default for Identify {
             output_buffer_size: None,
             output_buffer_timeout: None,
             msg_timeout: None,
+            snappy: false,
+            deflate: false,
+            deflate_level: None,
         }
     }
 }
 
 /// The read half of a connection: decodes frames from a buffer.
 pub struct FrameReader {
-    half: OwnedReadHalf,
+    half: Box<dyn AsyncRead + Send + Unpin>,
     buf: BytesMut,
 }
 
@@ -323,7 +354,7 @@ impl FrameReader {
 /// The write half of a connection: commands are encoded into a buffer and
 /// sent by [`FrameWriter::flush`].
 pub struct FrameWriter {
-    half: OwnedWriteHalf,
+    half: Box<dyn AsyncWrite + Send + Unpin>,
     buf: BytesMut,
 }
 
@@ -336,6 +367,7 @@ impl FrameWriter {
     pub async fn flush(&mut self) -> Result<()> {
         if !self.buf.is_empty() {
             self.half.write_all(&self.buf).await?;
+            self.half.flush().await?;
             self.buf.clear();
         }
         Ok(())
@@ -363,7 +395,17 @@ impl Connection {
             .with_context(|| format!("connecting to {address}"))?;
         stream.set_nodelay(true)?;
         let (read, write) = stream.into_split();
-        let mut connection = Connection {
+        let mut connection = Connection::over(Box::new(read), Box::new(write));
+        connection.writer.buf().put_slice(MAGIC_V2);
+        connection.writer.flush().await?;
+        Ok(connection)
+    }
+
+    fn over(
+        read: Box<dyn AsyncRead + Send + Unpin>,
+        write: Box<dyn AsyncWrite + Send + Unpin>,
+    ) -> Connection {
+        Connection {
             reader: FrameReader {
                 half: read,
                 buf: BytesMut::with_capacity(64 << 10),
@@ -372,17 +414,45 @@ impl Connection {
                 half: write,
                 buf: BytesMut::with_capacity(64 << 10),
             },
-        };
-        connection.writer.buf().put_slice(MAGIC_V2);
-        connection.writer.flush().await?;
+        }
+    }
+
+    /// Connects, then sends `IDENTIFY` and waits for its reply; switches to
+    /// the compression it asked for once the server grants it.
+    pub async fn connect_identified(address: SocketAddr, identify: &Identify) -> Result<Self> {
+        let mut connection = Connection::connect(address).await?;
+        let reply = connection.identify(identify).await?;
+        let granted = |key: &str| reply[key].as_bool().unwrap_or(false);
+        if identify.snappy || identify.deflate {
+            if !(granted("snappy") || granted("deflate")) {
+                bail!("the server did not grant the compression asked for");
+            }
+            connection = connection.compressed(identify.snappy)?;
+            expect_ok(connection.request().await.context("compression upgrade")?)?;
+        }
         Ok(connection)
     }
 
-    /// Connects, then sends `IDENTIFY` and waits for its reply.
-    pub async fn connect_identified(address: SocketAddr, identify: &Identify) -> Result<Self> {
-        let mut connection = Connection::connect(address).await?;
-        connection.identify(identify).await?;
-        Ok(connection)
+    /// The same socket through snappy's framing format or raw DEFLATE.
+    fn compressed(self, snappy: bool) -> Result<Connection> {
+        use async_compression::tokio::{bufread::DeflateDecoder, write::DeflateEncoder};
+        use ledgerq::transport::snappy::{SnappyReader, SnappyWriter};
+        if !self.reader.buf.is_empty() {
+            bail!("bytes after the IDENTIFY reply, before the upgrade");
+        }
+        let (read, write) = (self.reader.half, self.writer.half);
+        Ok(if snappy {
+            Connection::over(
+                Box::new(SnappyReader::new(read)),
+                Box::new(SnappyWriter::new(write)),
+            )
+        } else {
+            let level = async_compression::Level::Precise(6);
+            Connection::over(
+                Box::new(DeflateDecoder::new(tokio::io::BufReader::new(read))),
+                Box::new(DeflateEncoder::with_quality(write, level)),
+            )
+        })
     }
 
     /// Sends `IDENTIFY`; returns the server's JSON reply (`Null` when it

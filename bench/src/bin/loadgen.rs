@@ -98,6 +98,10 @@ struct Args {
     #[arg(long, default_value_t = 5.0)]
     idle_timeout: f64,
 
+    /// Compression every connection asks for in IDENTIFY.
+    #[arg(long, value_enum, default_value = "none")]
+    compression: nsq::Compression,
+
     /// Print one JSON object with every figure on stdout.
     #[arg(long)]
     json: bool,
@@ -330,7 +334,8 @@ async fn publish_connection(
     let identify = Identify {
         client_id: format!("loadgen-pub-{index}"),
         ..Identify::default()
-    };
+    }
+    .with_compression(args.compression);
     let connection = Connection::connect_identified(address, &identify).await?;
     let ack_counters = counters.clone();
     let mut publisher = Publisher::start(connection, args.depth, move |ack| {
@@ -416,7 +421,8 @@ async fn consume_connection(
     let identify = Identify {
         client_id: format!("loadgen-sub-{index}"),
         ..Identify::default()
-    };
+    }
+    .with_compression(args.compression);
     let connection = Connection::connect_identified(address, &identify).await?;
     let mut end_to_end = new_histogram();
     nsq::consume(

@@ -89,6 +89,11 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     depth: u32,
 
+    /// Compressions of the compression cells (publishing at 4 connections
+    /// with PUB and MPUB, as the plain cells), '' for none.
+    #[arg(long, value_delimiter = ',', default_value = "snappy,deflate")]
+    compression: Vec<String>,
+
     /// Backlog published with MPUB, then drained (0 skips the drain).
     #[arg(long, default_value_t = 1_000_000)]
     drain_messages: u64,
@@ -336,6 +341,37 @@ impl Runner<'_> {
         })
     }
 
+    /// Publishing with `compression` at 4 connections, PUB and MPUB, as the
+    /// plain publish cells: throughput and server CPU against plain.
+    async fn compression_cells(&self, compression: &str) -> Result<Vec<Cell>> {
+        let a = self.args;
+        let mut cells = Vec::new();
+        for batch in [1, a.mpub] {
+            let args: Vec<String> = [
+                "publish",
+                "--topic",
+                &format!("mx-{compression}-b{batch}"),
+                "-c",
+                "4",
+                "-b",
+                &batch.to_string(),
+                "-d",
+                &a.depth.to_string(),
+                "-s",
+                &a.size.to_string(),
+                "--duration",
+                &a.duration.to_string(),
+                "--compression",
+                compression,
+            ]
+            .map(String::from)
+            .to_vec();
+            let kind = format!("publish-{compression}");
+            cells.push(self.cell(&kind, (4, batch, a.size), &args).await?);
+        }
+        Ok(cells)
+    }
+
     async fn run_all(&self) -> Result<Vec<Cell>> {
         let a = self.args;
         let s = |v: &dyn ToString| v.to_string();
@@ -390,6 +426,9 @@ impl Runner<'_> {
                 ];
                 cells.push(self.cell("publish", (c, batch, size), &args).await?);
             }
+        }
+        for compression in a.compression.iter().filter(|c| !c.is_empty()) {
+            cells.extend(self.compression_cells(compression).await?);
         }
         if a.drain_messages > 0 {
             // Create the channel first (a short consume on an empty topic), so

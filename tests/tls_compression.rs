@@ -416,7 +416,7 @@ fn require_accepts_any_certificate_but_not_none() {
 }
 
 #[test]
-fn a_stalled_handshake_and_garbage_instead_of_a_client_hello_cost_one_connection() {
+fn stalled_truncated_or_garbage_handshakes_cost_one_connection() {
     let certs = Certs::generate();
     let (_dir, server) = start_server(&serve_args(&certs, &[]));
     // Asks for TLS, then says nothing: closed after the handshake deadline.
@@ -440,6 +440,21 @@ fn a_stalled_handshake_and_garbage_instead_of_a_client_hello_cost_one_connection
         "no plaintext OK"
     );
     assert_others_unaffected(&server, "after-garbage");
+    // Half of a real ClientHello record, then silence: closed at the deadline.
+    let mut truncated = Wire::connect(server.tcp_address);
+    truncated.identify(serde_json::json!({"tls_v1": true}));
+    let name = ServerName::try_from("localhost").unwrap();
+    let config = client_config(&certs.ca.cert, None);
+    let mut session = rustls::ClientConnection::new(config, name).unwrap();
+    let mut hello = Vec::new();
+    session.write_tls(&mut hello).unwrap();
+    truncated.send_raw(&hello[..hello.len() / 2]);
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = truncated.tcp.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "nothing answers half a record: {rest:?}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_others_unaffected(&server, "after-truncated");
 }
 
 // ----- compression -------------------------------------------------------------------------

@@ -437,10 +437,12 @@ impl Connection {
     fn compressed(self, snappy: bool) -> Result<Connection> {
         use async_compression::tokio::{bufread::DeflateDecoder, write::DeflateEncoder};
         use ledgerq::transport::snappy::{SnappyReader, SnappyWriter};
-        if !self.reader.buf.is_empty() {
-            bail!("bytes after the IDENTIFY reply, before the upgrade");
-        }
-        let (read, write) = (self.reader.half, self.writer.half);
+        // The server may have sent its first compressed frame (`OK`) along
+        // with the IDENTIFY reply: what is buffered is compressed already.
+        let buffered = std::io::Cursor::new(self.reader.buf.to_vec());
+        let read: Box<dyn AsyncRead + Send + Unpin> =
+            Box::new(AsyncReadExt::chain(buffered, self.reader.half));
+        let write = self.writer.half;
         Ok(if snappy {
             Connection::over(
                 Box::new(SnappyReader::new(read)),

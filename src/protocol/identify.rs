@@ -71,7 +71,8 @@ pub struct ServerFeatures {
 }
 
 impl ServerFeatures {
-    /// nsqd's defaults for `version`, with no TLS, compression or auth (ledgerq today).
+    /// nsqd's defaults for `version`, with no TLS, compression or auth offered
+    /// (the connection settings turn on what the flags allow).
     pub fn new(version: impl Into<String>) -> Self {
         Self {
             version: version.into(),

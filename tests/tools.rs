@@ -421,3 +421,49 @@ fn errors_are_one_line_and_a_non_zero_exit() {
         assert!(help.contains("--topic"), "{tool}: {help}");
     }
 }
+
+/// `pub` and `tail` against a node that requires TLS with client
+/// certificates and AUTH: they upgrade, present their certificate, send the
+/// secret, and publish and read; without the secret they fail in one line.
+#[test]
+fn pub_and_tail_speak_tls_and_auth() {
+    let certs = common::certs::Certs::generate();
+    let auth = common::auth_server::AuthServer::start();
+    let node = certs.ca.node("node");
+    let flags = [
+        format!("--tls-cert={}", node.cert_arg()),
+        format!("--tls-key={}", node.key_arg()),
+        format!("--tls-root-ca-file={}", certs.ca.cert_arg()),
+        "--tls-client-auth-policy=require-verify".to_string(),
+        auth.flag(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &flags);
+    let operator = certs.ca.client("operator");
+    let secret = data.path().join("secret");
+    std::fs::write(&secret, "pubsub\n").unwrap();
+    let client_flags = [
+        format!("--nsqd-tcp-address={}", server.tcp_address),
+        format!("--tls-root-ca-file={}", certs.ca.cert_arg()),
+        format!("--tls-cert={}", operator.cert_arg()),
+        format!("--tls-key={}", operator.key_arg()),
+        format!("--auth-secret-file={}", secret.display()),
+    ];
+    let with = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(client_flags.iter().cloned());
+        all
+    };
+    let publish = with(&["pub", "--topic=orders-tls"]);
+    let publish: Vec<&str> = publish.iter().map(String::as_str).collect();
+    ok(&publish, b"one\ntwo\n");
+    let tail = with(&["tail", "--topic=orders-tls", "--channel=c", "-n", "2"]);
+    let tail: Vec<&str> = tail.iter().map(String::as_str).collect();
+    assert_eq!(ok(&tail, b""), "one\ntwo\n");
+    assert!(auth.asked("pubsub") >= 2, "both tools sent AUTH");
+    // Without the secret the node refuses the publish, in one line.
+    let mut bare = publish.clone();
+    bare.retain(|a| !a.starts_with("--auth-secret-file"));
+    fails(&bare, b"three\n", "E_AUTH_FIRST AUTH required before");
+}

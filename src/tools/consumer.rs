@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use super::nsq_client::Message;
-use super::nsq_client::{encode_fin, encode_rdy, encode_sub, is_fatal_error, Connection, Frame};
+use super::nsq_client::{
+    encode_fin, encode_rdy, encode_sub, is_fatal_error, ClientOptions, Connection, Frame,
+};
 
 /// A message and the connection it came from.
 #[derive(Debug, Clone)]
@@ -43,12 +45,12 @@ impl Consumer {
         topic: &str,
         channel: &str,
         max_in_flight: u64,
-        user_agent: &str,
+        options: &ClientOptions,
     ) -> anyhow::Result<Consumer> {
         let connections = futures::future::try_join_all(
             nodes
                 .iter()
-                .map(|address| subscribe_one(address, topic, channel, user_agent)),
+                .map(|address| subscribe_one(address, topic, channel, options)),
         )
         .await?;
         let (sender, deliveries) = mpsc::unbounded_channel();
@@ -110,9 +112,9 @@ async fn subscribe_one(
     address: &str,
     topic: &str,
     channel: &str,
-    user_agent: &str,
+    options: &ClientOptions,
 ) -> anyhow::Result<Connection> {
-    let mut connection = Connection::connect(address, user_agent).await?;
+    let mut connection = Connection::connect(address, options).await?;
     let mut buf = BytesMut::new();
     encode_sub(&mut buf, topic, channel);
     connection.send(&buf).await?;

@@ -31,6 +31,10 @@ pub struct TcpSources {
     /// the producers of `GET /lookup?topic=` on each.
     #[arg(long = "lookupd-http-address", value_name = "HOST:PORT")]
     pub lookupd_http_addresses: Vec<String>,
+
+    /// How to connect to them: TLS and AUTH.
+    #[command(flatten)]
+    pub security: super::nsq_client::ClientSecurity,
 }
 
 /// Which port of a lookupd producer to use.

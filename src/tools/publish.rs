@@ -189,10 +189,11 @@ pub async fn run(args: PubArgs) -> anyhow::Result<()> {
     let (input, total_bytes) = open_input(args.file.as_ref())?;
     let nodes = discovery::nodes(&args.topic, &nsqd, &lookupd, Port::Tcp).await?;
     let user_agent = format!("ledgerq-pub/{}", env!("CARGO_PKG_VERSION"));
+    let options = args.sources.security.options(user_agent)?;
     let connections = futures::future::try_join_all(
         nodes
             .iter()
-            .map(|address| Connection::connect(address, &user_agent)),
+            .map(|address| Connection::connect(address, &options)),
     )
     .await?;
 

@@ -60,9 +60,10 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     let channel = args.channel.clone().unwrap_or_else(default_channel);
     let nodes = discovery::nodes(&args.topic, &nsqd, &lookupd, Port::Tcp).await?;
     let user_agent = format!("ledgerq-tail/{}", env!("CARGO_PKG_VERSION"));
+    let options = args.sources.security.options(user_agent)?;
     let in_flight = max_in_flight(args.max_in_flight, args.total_messages);
     let mut consumer =
-        Consumer::subscribe(&nodes, &args.topic, &channel, in_flight, &user_agent).await?;
+        Consumer::subscribe(&nodes, &args.topic, &channel, in_flight, &options).await?;
     let stdout = std::io::stdout();
     let mut shown = 0u64;
     while args.total_messages == 0 || shown < args.total_messages {

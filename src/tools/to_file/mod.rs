@@ -171,12 +171,13 @@ pub async fn run(args: ToFileArgs) -> anyhow::Result<()> {
 
     let nodes = discovery::nodes(&args.topic, &nsqd, &lookupd, Port::Tcp).await?;
     let user_agent = format!("ledgerq-to-file/{}", env!("CARGO_PKG_VERSION"));
+    let client_options = args.sources.security.options(user_agent)?;
     let mut consumer = Consumer::subscribe(
         &nodes,
         &args.topic,
         &args.channel,
         args.max_in_flight,
-        &user_agent,
+        &client_options,
     )
     .await?;
     let stop = stop_signal()?;

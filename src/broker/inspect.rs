@@ -27,6 +27,8 @@ use crate::clock;
 use reads::{Source, Unread};
 
 mod reads;
+#[cfg(test)]
+mod tests;
 
 /// The most messages one peek returns.
 pub const MAX_PEEK_COUNT: usize = 100;

@@ -57,7 +57,9 @@ pub enum Position {
         deadline_ms: u64,
         client: u64,
     },
-    /// Read and no longer held: finished, sampled out or emptied.
+    /// Read and no longer held: finished, sampled out, emptied, or
+    /// published before the channel existed (it starts at the hand-over
+    /// point of its creation).
     Finished,
 }
 

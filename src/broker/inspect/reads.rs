@@ -1,7 +1,8 @@
-//! The reads of an inspection, outside the broker lock: single messages
-//! (the cache's copy when the plan found one, else the store's) and the
-//! unread range of a channel or topic, walked in offset order from the
-//! store and then from the messages the cache lent the plan.
+//! The reads of an inspection: single messages (the cache's copy when the
+//! plan found one, else the store's) and the unread range of a channel or
+//! topic. [`Unread::of`] runs under the broker lock and only clones the
+//! cached part; [`Unread::walk`] and [`Source::message`] run outside it and
+//! read the store, in offset order, before the cached part.
 
 use std::sync::Arc;
 

@@ -1,7 +1,8 @@
 //! The real `ledgerq` binary driven by an unmodified third-party NSQ client,
 //! the `tokio-nsq` crate: publish/consume/FIN, REQ, in-flight timeouts, DPUB,
-//! channel fan-out, consumers sharing a channel, and redelivery after a
-//! restart on the same data dir.
+//! channel fan-out, consumers sharing a channel, redelivery after a
+//! restart on the same data dir, and `/channel/peek` against what it then
+//! receives.
 //!
 //! Nothing here sleeps to wait for something: every await runs under a
 //! deadline (`common::DEADLINE`), and timing assertions are lower bounds

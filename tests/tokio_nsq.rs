@@ -1,7 +1,8 @@
 //! The real `ledgerq` binary driven by an unmodified third-party NSQ client,
 //! the `tokio-nsq` crate: publish/consume/FIN, REQ, in-flight timeouts, DPUB,
-//! channel fan-out, consumers sharing a channel, and redelivery after a
-//! restart on the same data dir.
+//! channel fan-out, consumers sharing a channel, redelivery after a
+//! restart on the same data dir, and `/channel/peek` against what it then
+//! receives.
 //!
 //! Nothing here sleeps to wait for something: every await runs under a
 //! deadline (`common::DEADLINE`), and timing assertions are lower bounds
@@ -758,5 +759,61 @@ async fn tls_deflate_and_snappy_round_trip() {
             bodies.into_iter().collect::<HashSet<_>>(),
             "{name}"
         );
+    }
+}
+
+/// `/channel/peek` lists, in order, what the client then receives: a message
+/// it put back with REQ (attempts counted) before the unread ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peek_lists_what_the_client_then_receives() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &[]);
+    let orders = topic("orders");
+    let billing = channel("billing");
+    let mut producer = connect_producer(&server).await;
+    let bodies: Vec<String> = (0..4).map(|i| format!("invoice {}", 4710 + i)).collect();
+    publish_multiple(&mut producer, &orders, &bodies).await;
+    let mut first = subscribe(&server, &orders, &billing, 1).await;
+    let message = next_message(&mut first, "the first delivery").await;
+    message.requeue(NSQRequeueDelay::NoDelay).await;
+    // The client may have had it redelivered before it closed; once the
+    // connection is gone, all four are ready again.
+    drop(first);
+    let address = server.http_address;
+    let target = "/channel/peek?topic=orders&channel=billing&count=10";
+    let peeked = tokio::task::spawn_blocking(move || {
+        let mut peeked = serde_json::Value::Null;
+        common::wait_until("all four ready", || {
+            let response = common::http::http_request(address, "GET", target, b"");
+            assert_eq!(response.status, 200, "{response:?}");
+            peeked = serde_json::from_str(&response.body).expect("JSON");
+            peeked["messages"].as_array().map(Vec::len) == Some(4)
+        });
+        peeked
+    });
+    let peeked = within("the peek", peeked).await.expect("the peek");
+    let messages = peeked["messages"].as_array().expect("messages");
+    let listed: Vec<&str> = messages
+        .iter()
+        .map(|m| m["body_text"].as_str().expect("text"))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "invoice 4710",
+            "invoice 4711",
+            "invoice 4712",
+            "invoice 4713"
+        ]
+    );
+
+    let mut next = subscribe(&server, &orders, &billing, 10).await;
+    for expected in messages {
+        let message = next_message(&mut next, "a peeked message").await;
+        assert_eq!(text(&message.id), expected["id"].as_str().unwrap());
+        assert_eq!(text(&message.body), expected["body_text"].as_str().unwrap());
+        let attempts = expected["attempts"].as_u64().unwrap() + 1;
+        assert_eq!(u64::from(message.attempt), attempts, "{expected}");
+        message.finish().await;
     }
 }

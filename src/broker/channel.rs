@@ -19,6 +19,7 @@ use std::sync::Arc;
 use super::client::{Client, ClientId, Outbound};
 mod follower;
 mod in_flight;
+pub mod peek;
 
 use super::latency::LatencyWindow;
 use super::message::Message;

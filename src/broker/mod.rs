@@ -14,6 +14,7 @@
 //! Files by concept: `admin.rs` (create, pause, empty, delete),
 //! `publish.rs`, `clients.rs` (connections, SUB, RDY, FIN, REQ, TOUCH),
 //! `dispatch.rs` (handing messages to clients, timers, store reads),
+//! `inspect.rs` (peeks and `/message`, read without changing anything),
 //! `recovery.rs`, `stats.rs`; `topic.rs`, `channel.rs`, `client.rs`,
 //! `message.rs` are the nouns.
 //!
@@ -28,6 +29,7 @@ pub mod channel;
 pub mod client;
 mod clients;
 mod dispatch;
+pub mod inspect;
 pub mod latency;
 pub mod message;
 mod publish;

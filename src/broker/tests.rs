@@ -15,7 +15,7 @@ use crate::broker::stats::StatsFilter;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-fn open(dir: &std::path::Path, mem_queue_size: usize) -> Arc<Broker> {
+pub(super) fn open(dir: &std::path::Path, mem_queue_size: usize) -> Arc<Broker> {
     let options = BrokerOptions {
         mem_queue_size,
         ..BrokerOptions::default()
@@ -23,7 +23,7 @@ fn open(dir: &std::path::Path, mem_queue_size: usize) -> Arc<Broker> {
     Broker::open(StoreOptions::new(dir), options).expect("open the broker")
 }
 
-async fn close(broker: Arc<Broker>) {
+pub(super) async fn close(broker: Arc<Broker>) {
     broker.shutdown();
     let weak: Weak<Broker> = Arc::downgrade(&broker);
     drop(broker);
@@ -34,11 +34,11 @@ async fn close(broker: Arc<Broker>) {
     }
 }
 
-fn bodies(count: usize) -> Vec<Bytes> {
+pub(super) fn bodies(count: usize) -> Vec<Bytes> {
     (0..count).map(|i| Bytes::from(format!("m{i}"))).collect()
 }
 
-async fn consumer(
+pub(super) async fn consumer(
     broker: &Arc<Broker>,
     topic: &str,
     channel: &str,
@@ -55,7 +55,7 @@ async fn consumer(
 }
 
 /// The next message frame: `(offset, attempts)`.
-async fn next(receiver: &mut mpsc::UnboundedReceiver<Outbound>) -> (u64, u16) {
+pub(super) async fn next(receiver: &mut mpsc::UnboundedReceiver<Outbound>) -> (u64, u16) {
     match tokio::time::timeout(DEADLINE, receiver.recv()).await {
         Ok(Some(Outbound::Message { message, attempts })) => (message.offset, attempts),
         other => panic!("expected a message, got {other:?}"),

@@ -331,6 +331,16 @@ impl Topic {
     pub fn next_offset(&self) -> u64 {
         self.next_offset
     }
+
+    /// The lowest offset that can still be read.
+    pub fn log_start(&self) -> u64 {
+        self.log_start
+    }
+
+    /// The most recent messages, held in memory.
+    pub fn cache(&self) -> &MessageCache {
+        &self.cache
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@
 //! - [`https`]: the same API over TLS (`--https-address`), and the plain
 //!   listener's 403 `TLS_REQUIRED` under `--tls-required=true`.
 //! - [`publish_guard`]: `/pub` and `/mpub` behind the auth server (`--http-publish-auth`).
+//! - [`inspect`]: `/channel/peek`, `/topic/peek` and `/message`, read-only;
+//! - [`forward`]: a follower's inspection requests, forwarded to the leader.
 //!
 //! Connections are served by hyper with a header read timeout, so a client
 //! that opens a connection and sends nothing (or half a request) is cut off;
@@ -24,8 +26,10 @@ pub mod admin;
 pub mod admin_guard;
 pub mod cluster;
 pub mod config;
+pub mod forward;
 pub mod https;
 pub mod info;
+pub mod inspect;
 pub mod metrics;
 pub mod publish;
 pub mod publish_guard;
@@ -218,6 +222,15 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/stats", get(stats::stats).fallback(not_allowed))
         .route("/metrics", get(metrics::metrics).fallback(not_allowed))
         .route("/cluster", get(cluster::cluster).fallback(not_allowed))
+        .route(
+            "/channel/peek",
+            get(inspect::peek_channel).fallback(not_allowed),
+        )
+        .route(
+            "/topic/peek",
+            get(inspect::peek_topic).fallback(not_allowed),
+        )
+        .route("/message", get(inspect::message).fallback(not_allowed))
         .merge(publishing)
         .merge(admin_writes)
         .fallback(response::not_found)

@@ -82,6 +82,7 @@ impl Broker {
             timestamp_ns,
             deliver_at_ms,
             bodies,
+            dedup: None,
         };
         let (waiter, answer) = Waiter::publish(publisher);
         self.propose(command, Urgency::Now, waiter);

@@ -223,6 +223,7 @@ pub fn publish(topic: u64, bodies: &[&str]) -> Command {
         timestamp_ns: 1_700_000_000_000_000_000,
         deliver_at_ms: 0,
         bodies: bodies.iter().map(|b| Bytes::from(b.to_string())).collect(),
+        dedup: None,
     }
 }
 

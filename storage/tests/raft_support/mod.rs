@@ -227,6 +227,31 @@ pub fn publish(topic: u64, bodies: &[&str]) -> Command {
     }
 }
 
+/// A publish with an idempotency key (a 2-minute window).
+pub fn publish_keyed(topic: u64, bodies: &[&str], key: &'static str) -> Command {
+    let Command::Publish {
+        topic,
+        timestamp_ns,
+        deliver_at_ms,
+        bodies,
+        ..
+    } = publish(topic, bodies)
+    else {
+        unreachable!()
+    };
+    Command::Publish {
+        topic,
+        timestamp_ns,
+        deliver_at_ms,
+        bodies,
+        dedup: Some(ledgerq_storage::Dedup {
+            key: Bytes::from_static(key.as_bytes()),
+            window_ms: 120_000,
+            max_keys: 100,
+        }),
+    }
+}
+
 pub fn deliver(channel: u64, delivered_up_to: u64) -> Command {
     Command::Deliver {
         channel,

@@ -179,7 +179,7 @@ pub struct ServeArgs {
 
     /// At most this many idempotency keys are remembered, all topics
     /// together; beyond it the oldest go (counted in /metrics). Each takes
-    /// about 200 bytes of memory and 50 on disk, plus twice its length.
+    /// about 270 bytes of memory and 50 on disk, plus its length in both.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub dedup_max_keys: u64,
 

@@ -17,7 +17,7 @@
 //! `DE` → the two eviction counters. Everything is in the state store, so a
 //! restart ([`crate::Store::load_state`]) and a raft snapshot (a checkpoint
 //! of that store) keep the window. In memory each key is held once (shared
-//! by two ordered maps), about 200 bytes plus the key's length.
+//! by two ordered maps), about 270 bytes plus the key's length (measured).
 //!
 //! Invariants ([`DedupWindow::check_invariants`]): the two maps hold the
 //! same entries, and no key is empty or longer than [`MAX_KEY_BYTES`].

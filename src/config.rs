@@ -171,6 +171,18 @@ pub struct ServeArgs {
     #[arg(long, default_value = "100ms", value_parser = duration)]
     pub finish_sync_interval: Duration,
 
+    /// How long an HTTP publish's `Idempotency-Key` is remembered for its
+    /// topic: a repeat within it stores nothing and answers as the first
+    /// did. 0 turns de-duplication off (keys are then ignored).
+    #[arg(long, default_value = "2m", value_parser = duration)]
+    pub dedup_window: Duration,
+
+    /// At most this many idempotency keys are remembered, all topics
+    /// together; beyond it the oldest go (counted in /metrics). Each takes
+    /// about 270 bytes of memory and 50 on disk, plus its length in both.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub dedup_max_keys: u64,
+
     /// Quantiles of the end-to-end processing latency (publish to FIN) to
     /// report in `/stats`, each in (0, 1] (repeatable, or comma-separated).
     #[arg(long = "e2e-processing-latency-percentile", value_delimiter = ',', value_parser = quantile)]

@@ -288,6 +288,12 @@ impl Collector for BrokerCollector {
                 stats.applied_index.load(Ordering::Relaxed),
             ),
             (
+                "dedup_keys",
+                "Idempotency keys in the publish de-duplication window (all topics)",
+                None,
+                stats.dedup_keys.load(Ordering::Relaxed),
+            ),
+            (
                 "storage_healthy",
                 "1 while writes succeed; 0 after a failed write or fsync (writes are refused)",
                 None,
@@ -326,6 +332,15 @@ impl Collector for BrokerCollector {
             family.push(Vec::new(), value.load(Ordering::Relaxed));
             encode_counters(&mut encoder, family)?;
         }
+        let mut evictions = Family::new(
+            "dedup_evictions",
+            "Idempotency keys evicted from the de-duplication window, by reason",
+        );
+        let expired = stats.dedup_evicted_expired.load(Ordering::Relaxed);
+        let over_limit = stats.dedup_evicted_over_limit.load(Ordering::Relaxed);
+        evictions.push(vec![("reason", "expired")], expired);
+        evictions.push(vec![("reason", "over_limit")], over_limit);
+        encode_counters(&mut encoder, evictions)?;
         Ok(())
     }
 }

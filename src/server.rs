@@ -73,6 +73,8 @@ pub fn broker_options(args: &ServeArgs, observer: Arc<CommitMetrics>) -> BrokerO
         msg_timeout_ms: ms(args.msg_timeout),
         max_msg_timeout_ms: ms(args.max_msg_timeout),
         max_req_timeout_ms: ms(args.max_req_timeout),
+        dedup_window_ms: ms(args.dedup_window),
+        dedup_max_keys: args.dedup_max_keys,
         e2e_latency: LatencySettings {
             quantiles: args.e2e_processing_latency_percentiles.clone(),
             window_ms: ms(args.e2e_processing_latency_window_time),

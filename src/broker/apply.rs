@@ -197,6 +197,8 @@ impl Broker {
                 entry.set_handed_over(handed_over);
                 self.dispatch_topic(state, topic);
             }
+            // A duplicate publish stored nothing: nothing to show.
+            (Outcome::Duplicate { .. }, Command::Publish { .. }) => {}
             (Outcome::Delivered | Outcome::Finished { .. } | Outcome::Requeued, _)
                 if state.leadership.may_dispatch() => {}
             (

@@ -70,6 +70,12 @@ pub struct BrokerOptions {
     /// End-to-end latency quantiles for `/stats` (off when empty).
     pub e2e_latency: LatencySettings,
     pub commit: CommitOptions,
+    /// How long a publish's idempotency key is remembered
+    /// (`--dedup-window`); 0 turns de-duplication off.
+    pub dedup_window_ms: u64,
+    /// At most this many keys in the window, all topics together
+    /// (`--dedup-max-keys`).
+    pub dedup_max_keys: u64,
 }
 
 impl Default for BrokerOptions {
@@ -84,6 +90,8 @@ impl Default for BrokerOptions {
                 window_ms: 600_000,
             },
             commit: CommitOptions::default(),
+            dedup_window_ms: 120_000,
+            dedup_max_keys: 100_000,
         }
     }
 }

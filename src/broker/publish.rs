@@ -4,11 +4,17 @@
 //! (and reach its channels) when the applier sees it applied, and only then
 //! is the publisher answered. An `#ephemeral` topic takes the messages in
 //! memory at once.
+//!
+//! A publish may carry an idempotency key (HTTP's `Idempotency-Key`): with
+//! `--dedup-window` on, the command carries it with the window and the count
+//! limit, and the apply path stores nothing for a key still in the topic's
+//! window (`ledgerq_storage::dedup`); the publisher is answered as the first
+//! time. Ephemeral topics are not durable, so they ignore keys.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ledgerq_storage::{Command, Urgency};
+use ledgerq_storage::{Command, Dedup, Urgency};
 use tokio::sync::oneshot;
 
 use super::client::ClientId;
@@ -46,8 +52,22 @@ impl Broker {
         bodies: Vec<Bytes>,
         defer_ms: u64,
     ) -> Result<(), BrokerError> {
+        self.publish_keyed(topic_name, bodies, defer_ms, None).await
+    }
+
+    /// [`Broker::publish`] with an idempotency key (1 to
+    /// [`ledgerq_storage::MAX_KEY_BYTES`] bytes, checked by the caller): a
+    /// key seen for this topic within the window stores nothing and
+    /// answers as the first publish did.
+    pub async fn publish_keyed(
+        self: &Arc<Self>,
+        topic_name: &str,
+        bodies: Vec<Bytes>,
+        defer_ms: u64,
+        key: Option<Bytes>,
+    ) -> Result<(), BrokerError> {
         let topic_id = self.ensure_topic(topic_name).await?;
-        self.submit_publish(topic_name, topic_id, bodies, defer_ms, None)
+        self.submit(topic_name, topic_id, bodies, defer_ms, None, key)
             .wait()
             .await
     }
@@ -62,6 +82,18 @@ impl Broker {
         bodies: Vec<Bytes>,
         defer_ms: u64,
         publisher: Option<ClientId>,
+    ) -> PublishTicket {
+        self.submit(topic_name, topic_id, bodies, defer_ms, publisher, None)
+    }
+
+    fn submit(
+        self: &Arc<Self>,
+        topic_name: &str,
+        topic_id: u64,
+        bodies: Vec<Bytes>,
+        defer_ms: u64,
+        publisher: Option<ClientId>,
+        key: Option<Bytes>,
     ) -> PublishTicket {
         if self.is_exiting() {
             return PublishTicket::Done(Err(BrokerError::Exiting));
@@ -82,10 +114,25 @@ impl Broker {
             timestamp_ns,
             deliver_at_ms,
             bodies,
+            dedup: key.and_then(|key| self.dedup(key)),
         };
         let (waiter, answer) = Waiter::publish(publisher);
         self.propose(command, Urgency::Now, waiter);
         PublishTicket::Waiting(answer)
+    }
+
+    /// The command's de-duplication for `key`, unless the window is off.
+    fn dedup(&self, key: Bytes) -> Option<Dedup> {
+        let window_ms = self.options.dedup_window_ms;
+        (window_ms > 0).then(|| {
+            let dedup = Dedup {
+                key,
+                window_ms,
+                max_keys: self.options.dedup_max_keys,
+            };
+            assert!(dedup.is_valid(), "idempotency keys are checked at the door");
+            dedup
+        })
     }
 
     fn publish_in_memory(

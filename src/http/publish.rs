@@ -1,18 +1,26 @@
 //! `POST /pub` and `POST /mpub` (`docs/nsq-wire.md` §5.3), in nsqd's order of
 //! checks. Both answer `OK` only once the messages are fsynced: they go
 //! through [`Broker::publish`](crate::broker::Broker::publish).
+//!
+//! Both take an `Idempotency-Key` header (one per request, 1 to 256 bytes,
+//! else 400 `INVALID_IDEMPOTENCY_KEY`, checked first): a request repeating a
+//! key the topic saw within `--dedup-window` stores nothing and answers
+//! `OK`, as the first did (`Broker::publish_keyed`).
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderName};
 use bytes::Bytes;
+use ledgerq_storage::MAX_KEY_BYTES;
 
 use super::query::Params;
 use super::response::{HttpError, Reply, V1Result};
 use super::topology::{broker_error, topic_param};
 use super::{read_body, HttpState};
+
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// `POST /pub?topic=T[&defer=MS]`: the body is one message.
 pub async fn publish(
@@ -21,6 +29,7 @@ pub async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> V1Result {
+    let key = idempotency_key(&headers)?;
     let too_big = HttpError::too_large("MSG_TOO_BIG");
     if content_length(&headers).is_some_and(|length| length > state.max_msg_size) {
         return Err(too_big);
@@ -52,7 +61,7 @@ pub async fn publish(
     };
     state
         .broker
-        .publish(topic, vec![message], defer_ms)
+        .publish_keyed(topic, vec![message], defer_ms, key)
         .await
         .map_err(broker_error)?;
     Ok(Reply::Text("OK"))
@@ -66,6 +75,7 @@ pub async fn multi_publish(
     headers: HeaderMap,
     body: Body,
 ) -> V1Result {
+    let key = idempotency_key(&headers)?;
     if content_length(&headers).is_some_and(|length| length > state.max_body_size) {
         return Err(HttpError::too_large("BODY_TOO_BIG"));
     }
@@ -90,11 +100,25 @@ pub async fn multi_publish(
     if !messages.is_empty() {
         state
             .broker
-            .publish(topic, messages, 0)
+            .publish_keyed(topic, messages, 0, key)
             .await
             .map_err(broker_error)?;
     }
     Ok(Reply::Text("OK"))
+}
+
+/// The request's `Idempotency-Key`, if any: exactly one header of 1 to
+/// [`MAX_KEY_BYTES`] bytes.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<Bytes>, HttpError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let key = value.as_bytes();
+    if values.next().is_some() || key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(HttpError::bad_request("INVALID_IDEMPOTENCY_KEY"));
+    }
+    Ok(Some(Bytes::copy_from_slice(key)))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -238,6 +262,28 @@ mod tests {
         assert_eq!(error(binary(2, &[b"a"])), "BAD_MESSAGE");
         assert_eq!(error(binary(1, &[b"abcde"])), "BAD_MESSAGE");
         assert_eq!(error(binary(1, &[b""])), "BAD_MESSAGE");
+    }
+
+    #[test]
+    fn idempotency_keys_are_one_header_of_1_to_256_bytes() {
+        let headers = |values: &[&[u8]]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                let value = axum::http::HeaderValue::from_bytes(value).unwrap();
+                headers.append(IDEMPOTENCY_KEY, value);
+            }
+            headers
+        };
+        assert_eq!(idempotency_key(&headers(&[])).unwrap(), None);
+        let key = idempotency_key(&headers(&[b"order-17"])).unwrap();
+        assert_eq!(key, Some(Bytes::from_static(b"order-17")));
+        let longest = vec![b'k'; 256];
+        assert!(idempotency_key(&headers(&[&longest])).is_ok());
+        let too_long = vec![b'k'; 257];
+        for bad in [&[&too_long[..]][..], &[b""], &[b"a", b"b"]] {
+            let error = idempotency_key(&headers(bad)).unwrap_err();
+            assert_eq!(error.message, "INVALID_IDEMPOTENCY_KEY");
+        }
     }
 
     #[test]

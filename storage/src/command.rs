@@ -8,6 +8,8 @@
 
 use bytes::Bytes;
 
+pub use crate::dedup::Dedup;
+
 /// A topic's id: assigned at creation, never reused.
 pub type TopicId = u64;
 /// A channel's id: assigned at creation, never reused.
@@ -54,13 +56,16 @@ pub enum Command {
     EmptyChannel {
         channel: ChannelId,
     },
-    /// Appends messages to the topic's log, atomically.
+    /// Appends messages to the topic's log, atomically. With `dedup`, a
+    /// key still in the topic's window makes it a duplicate that stores
+    /// nothing (`crate::dedup`); `timestamp_ns` is then also "now".
     Publish {
         topic: TopicId,
         timestamp_ns: i64,
         /// 0, or not before this time (ms since the epoch).
         deliver_at_ms: u64,
         bodies: Vec<Bytes>,
+        dedup: Option<Dedup>,
     },
     /// Records deliveries: every offset below `delivered_up_to` that was
     /// handed out for the first time, and explicit attempt counts for
@@ -88,7 +93,10 @@ impl Command {
     /// Approximate bytes this command adds to a batch (for batch limits).
     pub fn weight_bytes(&self) -> usize {
         match self {
-            Command::Publish { bodies, .. } => bodies.iter().map(|b| b.len() + 32).sum(),
+            Command::Publish { bodies, dedup, .. } => {
+                let key = dedup.as_ref().map_or(0, |d| d.key.len() + 16);
+                key + bodies.iter().map(|b| b.len() + 32).sum::<usize>()
+            }
             Command::Deliver { redeliveries, .. } => 32 + redeliveries.len() * 32,
             Command::Finish { offsets, .. } => 32 + offsets.len() * 32,
             _ => 64,
@@ -152,6 +160,13 @@ pub enum Outcome {
         first_offset: u64,
         count: u64,
         handed_over: u64,
+    },
+    /// A publish whose idempotency key was in the window: nothing was
+    /// stored; these are what the first publish with the key stored.
+    Duplicate {
+        topic: TopicId,
+        first_offset: u64,
+        count: u64,
     },
     Delivered,
     Finished {

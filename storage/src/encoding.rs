@@ -32,12 +32,37 @@
 use bytes::Bytes;
 use prost::Message;
 
-use crate::command::Command;
+use crate::command::{Command, Dedup};
 
-/// The version written in every [`encode_batch`] output, and the only one
-/// [`decode_batch`] reads. Bump it for any change an older reader would
-/// misread or silently drop (see the rules in `command.proto`).
-pub const COMMAND_FORMAT_VERSION: u32 = 1;
+/// The newest version: bump it for any change an older reader would
+/// misread or silently drop (see the rules in `command.proto`). Version 2
+/// added `Publish.dedup`, which a version-1 reader would drop (storing a
+/// duplicate). [`encode_batch`] writes the oldest version that can express
+/// its commands ([`format_version_for`]), so a batch without `dedup` stays
+/// readable by a version-1 build; [`decode_batch`] reads every version from
+/// [`OLDEST_COMMAND_FORMAT_VERSION`] to this one.
+pub const COMMAND_FORMAT_VERSION: u32 = 2;
+
+/// The oldest version this build still reads.
+pub const OLDEST_COMMAND_FORMAT_VERSION: u32 = 1;
+
+/// The version to write for these commands: 2 if one of them is a
+/// `Publish` with `dedup`, else 1.
+pub fn format_version_for<'a>(commands: impl IntoIterator<Item = &'a Command>) -> u32 {
+    let needs_dedup = commands
+        .into_iter()
+        .any(|c| matches!(c, Command::Publish { dedup: Some(_), .. }));
+    if needs_dedup {
+        2
+    } else {
+        OLDEST_COMMAND_FORMAT_VERSION
+    }
+}
+
+/// Whether this build reads a batch or proposal of this version.
+pub fn is_readable_version(version: u32) -> bool {
+    (OLDEST_COMMAND_FORMAT_VERSION..=COMMAND_FORMAT_VERSION).contains(&version)
+}
 
 use crate::pb::command as pb;
 
@@ -60,10 +85,12 @@ pub enum DecodeError {
     /// a string that is not UTF-8, and so on.
     #[error("malformed command encoding: {0}")]
     Malformed(#[from] prost::DecodeError),
-    /// The batch's `format_version` is not [`COMMAND_FORMAT_VERSION`]. An
-    /// empty or versionless input reads as version 0.
+    /// The batch's `format_version` is not one this build reads
+    /// ([`is_readable_version`]). An empty or versionless input reads as
+    /// version 0.
     #[error(
-        "unsupported command format version {found} (this build reads version {})",
+        "unsupported command format version {found} (this build reads versions {} to {})",
+        OLDEST_COMMAND_FORMAT_VERSION,
         COMMAND_FORMAT_VERSION
     )]
     UnsupportedVersion { found: u32 },
@@ -109,18 +136,18 @@ pub fn decode_command_bytes(bytes: Bytes) -> Result<Command, DecodeError> {
     from_pb(pb::Command::decode(bytes)?)
 }
 
-/// Encodes commands, in apply order, as a `CommandBatch` of version
-/// [`COMMAND_FORMAT_VERSION`].
+/// Encodes commands, in apply order, as a `CommandBatch` of the version
+/// [`format_version_for`] them.
 pub fn encode_batch(commands: &[Command]) -> Vec<u8> {
     pb::CommandBatch {
-        format_version: COMMAND_FORMAT_VERSION,
+        format_version: format_version_for(commands),
         commands: commands.iter().map(to_pb).collect(),
     }
     .encode_to_vec()
 }
 
-/// Decodes a `CommandBatch`, refusing any version but
-/// [`COMMAND_FORMAT_VERSION`]. The bodies of a `Publish` are copied out of
+/// Decodes a `CommandBatch`, refusing any version this build does not read
+/// ([`is_readable_version`]). The bodies of a `Publish` are copied out of
 /// `bytes`; [`decode_batch_bytes`] slices them instead.
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Command>, DecodeError> {
     check_version(bytes)?;
@@ -136,7 +163,7 @@ pub fn decode_batch_bytes(bytes: Bytes) -> Result<Vec<Command>, DecodeError> {
 
 fn check_version(bytes: &[u8]) -> Result<(), DecodeError> {
     let found = BatchHeader::decode(bytes)?.format_version;
-    if found == COMMAND_FORMAT_VERSION {
+    if is_readable_version(found) {
         Ok(())
     } else {
         Err(DecodeError::UnsupportedVersion { found })
@@ -145,7 +172,7 @@ fn check_version(bytes: &[u8]) -> Result<(), DecodeError> {
 
 fn from_pb_batch(batch: pb::CommandBatch) -> Result<Vec<Command>, DecodeError> {
     // Checked again: the header was read first, but this is what decoded.
-    if batch.format_version != COMMAND_FORMAT_VERSION {
+    if !is_readable_version(batch.format_version) {
         return Err(DecodeError::UnsupportedVersion {
             found: batch.format_version,
         });
@@ -190,12 +217,18 @@ pub(crate) fn to_pb(command: &Command) -> pb::Command {
             timestamp_ns,
             deliver_at_ms,
             bodies,
+            dedup,
         } => Kind::Publish(pb::Publish {
             topic: *topic,
             timestamp_ns: *timestamp_ns,
             deliver_at_ms: *deliver_at_ms,
             // Reference counts, not copies of the bodies.
             bodies: bodies.clone(),
+            dedup: dedup.as_ref().map(|d| pb::Dedup {
+                key: d.key.clone(),
+                window_ms: d.window_ms,
+                max_keys: d.max_keys,
+            }),
         }),
         Command::Deliver {
             channel,
@@ -258,11 +291,17 @@ pub(crate) fn from_pb(command: pb::Command) -> Result<Command, DecodeError> {
             timestamp_ns,
             deliver_at_ms,
             bodies,
+            dedup,
         }) => Command::Publish {
             topic,
             timestamp_ns,
             deliver_at_ms,
             bodies,
+            dedup: dedup.map(|d| Dedup {
+                key: d.key,
+                window_ms: d.window_ms,
+                max_keys: d.max_keys,
+            }),
         },
         Kind::Deliver(pb::Deliver {
             channel,

@@ -33,6 +33,10 @@ pub enum ApplyError {
     OffsetNotHandedOver { offset: u64, handed_over: u64 },
     #[error("empty publish")]
     EmptyPublish,
+    /// A publish's de-duplication is malformed: an empty key or one over
+    /// 256 bytes, a zero window or a zero count limit.
+    #[error("invalid idempotency key or window")]
+    InvalidDedup,
     /// Redundancy mode: a dispatch decision (Deliver, Finish, Requeue) made
     /// by the leader of one term reached the log in another term's entry.
     #[error("made by the leader of term {made_in}, committed in term {committed_in}")]

@@ -92,6 +92,7 @@ impl GroupCommitter {
         stats
             .applied_index
             .store(state.applied_index(), Ordering::Relaxed);
+        stats.record_dedup(state.dedup());
         let mut worker = Worker {
             failure: failure.clone(),
             store,
@@ -259,6 +260,7 @@ impl Worker {
         let size_bytes = batch.size_bytes() as u64;
         match self.store.commit(batch) {
             Ok(timings) => {
+                self.stats.record_dedup(self.state.dedup());
                 self.record(&BatchReport {
                     commands: applied.len(),
                     size_bytes,

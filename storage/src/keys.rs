@@ -1,7 +1,8 @@
 //! Key layout of the three column families.
 //!
 //! - `meta`:   `F` → format version; `N` → next id; `A` → applied index; `t|topic_id` → [`TopicMeta`];
-//!   `c|channel_id` → [`ChannelMeta`].
+//!   `c|channel_id` → [`ChannelMeta`]; `d|topic_id|key` → [`DedupEntry`] (an idempotency
+//!   key in the publish de-duplication window); `DE` → its eviction counters.
 //! - `log`:    `topic_id | offset` → [`MessageRecord`] (both u64 big-endian, so
 //!   a topic's log is one contiguous, ordered key range).
 //! - `cursor`: `channel_id | offset` → [`CursorRecord`], the sparse per-message
@@ -11,6 +12,7 @@
 //! [`ChannelMeta`]: crate::record::ChannelMeta
 //! [`MessageRecord`]: crate::record::MessageRecord
 //! [`CursorRecord`]: crate::record::CursorRecord
+//! [`DedupEntry`]: crate::dedup::DedupEntry
 
 pub const CF_META: &str = "meta";
 pub const CF_LOG: &str = "log";
@@ -25,6 +27,8 @@ pub const META_RAFT_APPLIED: &[u8] = b"RA";
 pub const META_RAFT_MEMBERSHIP: &[u8] = b"RM";
 pub const META_TOPIC_PREFIX: u8 = b't';
 pub const META_CHANNEL_PREFIX: u8 = b'c';
+pub const META_DEDUP_PREFIX: u8 = b'd';
+pub const META_DEDUP_EVICTIONS: &[u8] = b"DE";
 
 /// `id | offset`, both big-endian: the key of a log entry or a cursor record.
 pub fn id_offset(id: u64, offset: u64) -> [u8; 16] {
@@ -56,6 +60,23 @@ fn prefixed(prefix: u8, id: u64) -> [u8; 9] {
     key
 }
 
+/// `d | topic_id | key`: an idempotency key of a topic's de-duplication window.
+pub fn dedup(topic_id: u64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + key.len());
+    out.extend_from_slice(&prefixed(META_DEDUP_PREFIX, topic_id));
+    out.extend_from_slice(key);
+    out
+}
+
+/// Splits a key made by [`dedup`] into the topic id and the idempotency key.
+pub fn split_dedup(key: &[u8]) -> Option<(u64, &[u8])> {
+    if key.first() != Some(&META_DEDUP_PREFIX) || key.len() < 10 {
+        return None;
+    }
+    let topic = u64::from_be_bytes(key[1..9].try_into().expect("8 bytes"));
+    Some((topic, &key[9..]))
+}
+
 /// The id inside a `t|id` or `c|id` key.
 pub fn meta_id(key: &[u8]) -> Option<u64> {
     (key.len() == 9).then(|| u64::from_be_bytes(key[1..9].try_into().expect("8 bytes")))
@@ -78,5 +99,8 @@ mod tests {
         assert_eq!(meta_id(&topic_meta(42)), Some(42));
         assert_eq!(topic_meta(1)[0], b't');
         assert_eq!(channel_meta(1)[0], b'c');
+        assert_eq!(split_dedup(&dedup(42, b"key")), Some((42, &b"key"[..])));
+        assert_eq!(split_dedup(&dedup(42, b"")), None);
+        assert_eq!(split_dedup(&topic_meta(42)), None);
     }
 }

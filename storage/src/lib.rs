@@ -12,6 +12,7 @@
 //! topics, channels, offsets and message records.
 
 pub mod command;
+pub mod dedup;
 pub mod encoding;
 pub mod error;
 pub mod group_commit;
@@ -26,6 +27,7 @@ pub mod state;
 pub mod store;
 
 pub use command::{ChannelId, Command, Outcome, TopicId, Urgency};
+pub use dedup::{Dedup, DedupEvictions, DedupWindow, MAX_KEY_BYTES};
 pub use error::{ApplyError, CommitError, StorageError};
 pub use group_commit::{CommitOptions, GroupCommitter};
 pub use log::{

@@ -126,6 +126,24 @@ pub struct CommitStats {
     /// [`StateMachine::applied_index`](crate::StateMachine::applied_index)
     /// after the last durable batch.
     pub applied_index: AtomicU64,
+    /// Keys in the publish de-duplication window after the last batch.
+    pub dedup_keys: AtomicU64,
+    /// Keys evicted from the window since the store was created: expired,
+    /// and pushed out by the count limit.
+    pub dedup_evicted_expired: AtomicU64,
+    pub dedup_evicted_over_limit: AtomicU64,
+}
+
+impl CommitStats {
+    /// Copies the de-duplication window's size and eviction counts.
+    pub fn record_dedup(&self, window: &crate::dedup::DedupWindow) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let evictions = window.evictions();
+        self.dedup_keys.store(window.len() as u64, Relaxed);
+        self.dedup_evicted_expired.store(evictions.expired, Relaxed);
+        self.dedup_evicted_over_limit
+            .store(evictions.over_limit, Relaxed);
+    }
 }
 
 /// Locks a command log's own mutex. Its critical sections only put or

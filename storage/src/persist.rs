@@ -7,7 +7,10 @@
 //!
 //! [`Store`]: crate::Store
 
+use bytes::Bytes;
+
 use crate::command::{ChannelId, TopicId};
+use crate::dedup::{DedupEntry, DedupEvictions};
 use crate::record::{ChannelMeta, CursorRecord, TopicMeta};
 
 /// Log entries are deleted in steps of at least this many offsets, so that
@@ -40,4 +43,7 @@ pub struct StoredState {
     pub channels: Vec<(ChannelId, ChannelMeta)>,
     /// `(channel, offset, record)`: the sparse cursor records.
     pub records: Vec<(ChannelId, u64, CursorRecord)>,
+    /// `(topic, key, entry)`: the publish de-duplication window.
+    pub dedup: Vec<(TopicId, Bytes, DedupEntry)>,
+    pub dedup_evictions: DedupEvictions,
 }

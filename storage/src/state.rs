@@ -13,11 +13,13 @@
 //! `log_start ≤ floor ≤ delivered_up_to ≤ handed_over ≤ next_offset` for
 //! every durable channel, every cursor record lies at or above its channel's
 //! floor and below its topic's hand-over point, and the applied index only
-//! grows (one per command, refused ones included).
+//! grows (one per command, refused ones included). The publish
+//! de-duplication window (`crate::dedup`) checks its own.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::command::{ChannelId, Command, Outcome, TopicId};
+use crate::command::{ChannelId, Command, Dedup, Outcome, TopicId};
+use crate::dedup::{DedupEntry, DedupWindow};
 use crate::error::ApplyError;
 use crate::keys;
 use crate::persist::{StoredState, WriteSink};
@@ -55,6 +57,8 @@ pub struct StateMachine {
     /// Whether `applied_index` changed since the last [`StateMachine::flush_dirty`].
     applied_index_dirty: bool,
     truncate_step: u64,
+    /// Idempotency keys of recent publishes, per topic.
+    dedup: DedupWindow,
 }
 
 impl StateMachine {
@@ -71,6 +75,7 @@ impl StateMachine {
             applied_index: 0,
             applied_index_dirty: false,
             truncate_step,
+            dedup: DedupWindow::default(),
         }
     }
 
@@ -79,6 +84,7 @@ impl StateMachine {
         let mut state = StateMachine::new(truncate_step);
         state.next_id = stored.next_id.max(1);
         state.applied_index = stored.applied_index;
+        state.dedup = DedupWindow::recover(stored.dedup, stored.dedup_evictions);
         for (id, meta) in stored.topics {
             state.topic_ids.insert(meta.name.clone(), id);
             let channels = BTreeSet::new();
@@ -127,6 +133,11 @@ impl StateMachine {
         self.applied_index
     }
 
+    /// The publish de-duplication window (its size and evictions).
+    pub fn dedup(&self) -> &DedupWindow {
+        &self.dedup
+    }
+
     /// Applies one command: validates it, then changes state and `batch`.
     /// On `Err` nothing was changed.
     pub fn apply(
@@ -154,7 +165,11 @@ impl StateMachine {
                 timestamp_ns,
                 deliver_at_ms,
                 bodies,
-            } => self.publish(*topic, *timestamp_ns, *deliver_at_ms, bodies, batch),
+                dedup,
+            } => {
+                let message = (*timestamp_ns, *deliver_at_ms, &bodies[..]);
+                self.publish(*topic, message, dedup.as_ref(), batch)
+            }
             Command::Deliver {
                 channel,
                 delivered_up_to,
@@ -199,6 +214,7 @@ impl StateMachine {
         if std::mem::take(&mut self.next_id_dirty) {
             batch.put_meta(keys::META_NEXT_ID, &self.next_id.to_be_bytes());
         }
+        self.dedup.flush(batch);
         if std::mem::take(&mut self.applied_index_dirty) {
             batch.put_meta(keys::META_APPLIED_INDEX, &self.applied_index.to_be_bytes());
         }
@@ -249,6 +265,7 @@ impl StateMachine {
         }
         self.topic_ids.remove(&topic.meta.name);
         self.dirty_topics.remove(&id);
+        self.dedup.drop_topic(id, batch);
         batch.delete_meta(&keys::topic_meta(id));
         batch.delete_log_range(&keys::id_offset(id, 0), &keys::id_offset(id + 1, 0));
         Ok(Outcome::TopicDeleted { topic: id })
@@ -427,18 +444,34 @@ impl StateMachine {
         })
     }
 
+    /// `message`: the publish's `(timestamp_ns, deliver_at_ms, bodies)`.
     fn publish(
         &mut self,
         id: TopicId,
-        timestamp_ns: i64,
-        deliver_at_ms: u64,
-        bodies: &[bytes::Bytes],
+        (timestamp_ns, deliver_at_ms, bodies): (i64, u64, &[bytes::Bytes]),
+        dedup: Option<&Dedup>,
         batch: &mut impl WriteSink,
     ) -> Result<Outcome, ApplyError> {
-        let topic = self.topics.get_mut(&id).ok_or(ApplyError::UnknownTopic)?;
+        if !self.topics.contains_key(&id) {
+            return Err(ApplyError::UnknownTopic);
+        }
         if bodies.is_empty() {
             return Err(ApplyError::EmptyPublish);
         }
+        if let Some(dedup) = dedup {
+            if !dedup.is_valid() {
+                return Err(ApplyError::InvalidDedup);
+            }
+            self.dedup.expire(timestamp_ns, dedup.window_ms, batch);
+            if let Some(first) = self.dedup.get(id, &dedup.key) {
+                return Ok(Outcome::Duplicate {
+                    topic: id,
+                    first_offset: first.first_offset,
+                    count: first.count,
+                });
+            }
+        }
+        let topic = self.topics.get_mut(&id).expect("checked above");
         let first_offset = topic.meta.next_offset;
         for (offset, body) in (first_offset..).zip(bodies) {
             let record = MessageRecord {
@@ -451,12 +484,24 @@ impl StateMachine {
         let count = bodies.len() as u64;
         topic.meta.next_offset += count;
         Self::hand_over(topic);
+        let handed_over = topic.meta.handed_over;
         self.dirty_topics.insert(id);
+        if let Some(dedup) = dedup {
+            let entry = DedupEntry {
+                seen_ns: timestamp_ns,
+                // This command's index (counted once apply returns).
+                seen_index: self.applied_index + 1,
+                first_offset,
+                count,
+            };
+            self.dedup
+                .record(id, &dedup.key, entry, dedup.max_keys, batch);
+        }
         Ok(Outcome::Published {
             topic: id,
             first_offset,
             count,
-            handed_over: topic.meta.handed_over,
+            handed_over,
         })
     }
 
@@ -626,6 +671,7 @@ impl StateMachine {
 
     /// Panics if an invariant of the module doc does not hold.
     pub fn check_invariants(&self) {
+        self.dedup.check_invariants();
         for topic in self.topics.values() {
             let meta = &topic.meta;
             assert!(

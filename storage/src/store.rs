@@ -14,6 +14,9 @@ use rocksdb::{
     IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 
+use bytes::Bytes;
+
+use crate::dedup::{DedupEntry, DedupEvictions};
 use crate::error::StorageError;
 use crate::keys::{self, CF_CURSOR, CF_LOG, CF_META};
 use crate::persist::{StoredState, WriteSink, DEFAULT_TRUNCATE_STEP};
@@ -324,6 +327,16 @@ impl Store {
                 Some(&keys::META_CHANNEL_PREFIX) => {
                     let id = keys::meta_id(&key).ok_or_else(corrupt)?;
                     stored.channels.push((id, ChannelMeta::decode(&value)?));
+                }
+                Some(&keys::META_DEDUP_PREFIX) => {
+                    let (topic, dedup_key) = keys::split_dedup(&key).ok_or_else(corrupt)?;
+                    let entry = DedupEntry::decode(&value)?;
+                    stored
+                        .dedup
+                        .push((topic, Bytes::copy_from_slice(dedup_key), entry));
+                }
+                _ if &*key == keys::META_DEDUP_EVICTIONS => {
+                    stored.dedup_evictions = DedupEvictions::decode(&value)?;
                 }
                 _ if &*key == keys::META_NEXT_ID => {
                     stored.next_id =

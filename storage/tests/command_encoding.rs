@@ -8,9 +8,10 @@ use std::mem::discriminant;
 use bytes::Bytes;
 use ledgerq_storage::encoding::{
     decode_batch, decode_batch_bytes, decode_command, decode_command_bytes, encode_batch,
-    encode_command, DecodeError, COMMAND_FORMAT_VERSION,
+    encode_command, format_version_for, DecodeError, COMMAND_FORMAT_VERSION,
+    OLDEST_COMMAND_FORMAT_VERSION,
 };
-use ledgerq_storage::Command;
+use ledgerq_storage::{Command, Dedup};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -52,6 +53,17 @@ fn name() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A publish's de-duplication, valid or not (apply judges it, not decoding).
+fn dedup() -> impl Strategy<Value = Dedup> {
+    (vec(any::<u8>(), 0..300), u64_value(), u64_value()).prop_map(|(key, window_ms, max_keys)| {
+        Dedup {
+            key: Bytes::from(key),
+            window_ms,
+            max_keys,
+        }
+    })
+}
+
 /// Arbitrary bytes, often empty, sometimes large enough for a 3-byte length.
 fn body() -> impl Strategy<Value = Bytes> {
     prop_oneof![
@@ -80,14 +92,22 @@ fn command() -> impl Strategy<Value = Command> {
         (u64_value(), any::<bool>())
             .prop_map(|(channel, paused)| Command::SetChannelPaused { channel, paused }),
         u64_value().prop_map(|channel| Command::EmptyChannel { channel }),
-        (u64_value(), timestamp_ns(), u64_value(), vec(body(), 0..6)).prop_map(
-            |(topic, timestamp_ns, deliver_at_ms, bodies)| Command::Publish {
-                topic,
-                timestamp_ns,
-                deliver_at_ms,
-                bodies,
-            }
-        ),
+        (
+            u64_value(),
+            timestamp_ns(),
+            u64_value(),
+            vec(body(), 0..6),
+            proptest::option::of(dedup())
+        )
+            .prop_map(|(topic, timestamp_ns, deliver_at_ms, bodies, dedup)| {
+                Command::Publish {
+                    topic,
+                    timestamp_ns,
+                    deliver_at_ms,
+                    bodies,
+                    dedup,
+                }
+            }),
         (
             u64_value(),
             u64_value(),
@@ -137,7 +157,8 @@ proptest! {
         let single = encode_command(&command);
         let batch = encode_batch(std::slice::from_ref(&command));
         prop_assert!(batch.ends_with(&single));
-        prop_assert_eq!(&batch[..3], &[0x08, 0x01, 0x12][..]);
+        let version = format_version_for([&command]) as u8;
+        prop_assert_eq!(&batch[..3], &[0x08, version, 0x12][..]);
     }
 
     #[test]
@@ -204,6 +225,7 @@ fn the_strategy_generates_every_variant() {
             timestamp_ns: 0,
             deliver_at_ms: 0,
             bodies: vec![],
+            dedup: None,
         },
         Command::Deliver {
             channel: 0,
@@ -245,6 +267,7 @@ fn the_encoding_of_small_commands_is_pinned() {
                 timestamp_ns: -1,
                 deliver_at_ms: 0,
                 bodies: vec![Bytes::from_static(b"hi")],
+                dedup: None,
             },
             // Command.publish (9, length 8): topic 3, timestamp_ns zigzag(-1)
             // = 1, deliver_at_ms 0 omitted, one body "hi".
@@ -298,6 +321,7 @@ fn the_encoding_of_small_commands_is_pinned() {
         timestamp_ns: -1,
         deliver_at_ms: 0,
         bodies: vec![Bytes::from_static(b"hi")],
+        dedup: None,
     };
     let batch: &[u8] = &[
         0x08, 0x01, // format_version 1
@@ -312,21 +336,28 @@ fn the_encoding_of_small_commands_is_pinned() {
 
 #[test]
 fn a_wrong_format_version_is_refused() {
-    assert_eq!(COMMAND_FORMAT_VERSION, 1);
+    assert_eq!(
+        (OLDEST_COMMAND_FORMAT_VERSION, COMMAND_FORMAT_VERSION),
+        (1, 2)
+    );
     let commands = [Command::DeleteTopic { topic: 9 }];
     let mut bytes = encode_batch(&commands);
     assert_eq!(&bytes[..2], &[0x08, 0x01]);
 
+    // Version 2 reads these commands as version 1 does.
     bytes[1] = 0x02;
+    assert_eq!(decode_batch(&bytes), Ok(commands.to_vec()));
+
+    bytes[1] = 0x03;
     let error = decode_batch(&bytes).unwrap_err();
-    assert_eq!(error, DecodeError::UnsupportedVersion { found: 2 });
+    assert_eq!(error, DecodeError::UnsupportedVersion { found: 3 });
     assert_eq!(
         error.to_string(),
-        "unsupported command format version 2 (this build reads version 1)"
+        "unsupported command format version 3 (this build reads versions 1 to 2)"
     );
     assert_eq!(
         decode_batch_bytes(Bytes::from(bytes)),
-        Err(DecodeError::UnsupportedVersion { found: 2 })
+        Err(DecodeError::UnsupportedVersion { found: 3 })
     );
 
     // No version at all (or the empty input) reads as version 0.
@@ -348,8 +379,8 @@ fn a_wrong_format_version_is_refused() {
     // A newer batch whose commands this build cannot even parse (field 2
     // as a varint) is still refused for its version, not as malformed.
     assert_eq!(
-        decode_batch(&[0x08, 0x02, 0x10, 0x05]),
-        Err(DecodeError::UnsupportedVersion { found: 2 })
+        decode_batch(&[0x08, 0x03, 0x10, 0x05]),
+        Err(DecodeError::UnsupportedVersion { found: 3 })
     );
     assert!(matches!(
         decode_batch(&[0x08, 0x01, 0x10, 0x05]),
@@ -448,6 +479,7 @@ fn malformed_input_is_refused() {
         timestamp_ns: 5,
         deliver_at_ms: 0,
         bodies: vec![Bytes::from_static(b"body")],
+        dedup: None,
     }]);
     for len in 3..bytes.len() {
         assert!(decode_batch(&bytes[..len]).is_err(), "{len}");
@@ -462,6 +494,7 @@ fn bodies_decoded_from_bytes_are_slices_of_the_buffer() {
         timestamp_ns: 1,
         deliver_at_ms: 0,
         bodies: vec![body.clone(), Bytes::new(), body],
+        dedup: None,
     }];
     let buffer = Bytes::from(encode_batch(&commands));
     let range = buffer.as_ptr_range();
@@ -490,6 +523,7 @@ fn a_publish_of_one_200_byte_body_is_compact() {
         timestamp_ns: 1_780_000_000_000_000_000,
         deliver_at_ms: 0,
         bodies: vec![Bytes::from(vec![0xa5; 200])],
+        dedup: None,
     };
     let single = encode_command(&publish).len();
     let batch = encode_batch(std::slice::from_ref(&publish)).len();
@@ -508,6 +542,7 @@ fn a_publish_of_one_200_byte_body_is_compact() {
         timestamp_ns: 1_780_000_000_000_000_000,
         deliver_at_ms: 1_780_000_060_000,
         bodies: vec![Bytes::from(vec![0xa5; 200])],
+        dedup: None,
     };
     let single = encode_command(&deferred).len();
     let batch = encode_batch(std::slice::from_ref(&deferred)).len();
@@ -519,4 +554,47 @@ fn a_publish_of_one_200_byte_body_is_compact() {
     let batch = encode_batch(&many).len();
     eprintln!("100 of them in one batch: {batch} bytes");
     assert_eq!(batch, 2 + 100 * (218 + 3));
+}
+
+/// A batch is written in the oldest version that can express it: only a
+/// publish with an idempotency key needs version 2, which a version-1 build
+/// refuses instead of dropping the key and storing a duplicate.
+#[test]
+fn only_a_deduplicated_publish_needs_version_2() {
+    let plain = Command::Publish {
+        topic: 3,
+        timestamp_ns: -1,
+        deliver_at_ms: 0,
+        bodies: vec![Bytes::from_static(b"hi")],
+        dedup: None,
+    };
+    let Command::Publish {
+        topic,
+        timestamp_ns,
+        deliver_at_ms,
+        ref bodies,
+        ..
+    } = plain
+    else {
+        unreachable!()
+    };
+    let keyed = Command::Publish {
+        topic,
+        timestamp_ns,
+        deliver_at_ms,
+        bodies: bodies.clone(),
+        dedup: Some(Dedup {
+            key: Bytes::from_static(b"k"),
+            window_ms: 1,
+            max_keys: 2,
+        }),
+    };
+    assert_eq!(format_version_for([&plain]), 1);
+    assert_eq!(format_version_for([&plain, &keyed]), 2);
+    let bytes = encode_batch(&[plain.clone(), keyed.clone()]);
+    assert_eq!(&bytes[..2], &[0x08, 0x02]);
+    assert_eq!(decode_batch(&bytes), Ok(vec![plain, keyed.clone()]));
+    // Publish field 5 (Dedup): key "k", window_ms 1, max_keys 2.
+    let single = encode_command(&keyed);
+    assert!(single.ends_with(&[0x2a, 0x07, 0x0a, 0x01, b'k', 0x10, 0x01, 0x18, 0x02]));
 }

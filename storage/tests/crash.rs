@@ -53,6 +53,7 @@ fn crash_child_writer() {
             timestamp_ns: 1,
             deliver_at_ms: 0,
             bodies,
+            dedup: None,
         };
         let Ok(Outcome::Published {
             first_offset,

@@ -98,6 +98,7 @@ fn publish(topic: u64) -> Command {
         timestamp_ns: 1,
         deliver_at_ms: 0,
         bodies: vec![Bytes::from_static(b"payload")],
+        dedup: None,
     }
 }
 

@@ -10,7 +10,7 @@ use ledgerq_storage::pb::raft as pb;
 use ledgerq_storage::raft::{
     entry_from_pb, entry_to_pb, snapshot_meta_from_pb, Entry, LogId, Member, Origin, Proposal,
 };
-use ledgerq_storage::Command;
+use ledgerq_storage::{Command, Dedup};
 use openraft::{CommittedLeaderId, EntryPayload, Membership};
 use proptest::collection::{btree_set, vec};
 use proptest::prelude::*;
@@ -22,13 +22,19 @@ fn command() -> impl Strategy<Value = Command> {
         (
             any::<u64>(),
             any::<i64>(),
-            vec(vec(any::<u8>(), 0..40), 0..4)
+            vec(vec(any::<u8>(), 0..40), 0..4),
+            proptest::option::of((vec(any::<u8>(), 1..40), any::<u64>()))
         )
-            .prop_map(|(topic, timestamp_ns, bodies)| Command::Publish {
+            .prop_map(|(topic, timestamp_ns, bodies, key)| Command::Publish {
                 topic,
                 timestamp_ns,
                 deliver_at_ms: 0,
                 bodies: bodies.into_iter().map(Bytes::from).collect(),
+                dedup: key.map(|(key, window_ms)| Dedup {
+                    key: Bytes::from(key),
+                    window_ms,
+                    max_keys: 100_000,
+                }),
             }),
         (any::<u64>(), vec(any::<u64>(), 0..8))
             .prop_map(|(channel, offsets)| Command::Finish { channel, offsets }),

@@ -351,7 +351,10 @@ async fn leader_with_snapshot(root: &Path) -> (Node, ledgerq_storage::raft::Snap
             (1, 0, 3),
             ME,
             1,
-            vec![(4, deliver(2, 1)), (5, publish(1, &["m2", "m3", "m4"]))],
+            vec![
+                (4, deliver(2, 1)),
+                (5, publish_keyed(1, &["m2", "m3", "m4"], "k")),
+            ],
         ),
         normal((1, 0, 4), ME, 1, vec![(6, finish(2, &[0]))]),
     ];
@@ -417,6 +420,7 @@ async fn a_snapshot_moves_the_whole_state_to_another_node() {
     assert_eq!(b.messages(1), a.messages(1));
     assert_eq!(b.messages(1).len(), 5);
     assert_eq!(b.sm.state(), a.sm.state());
+    assert_eq!(b.sm.state().dedup().len(), 1, "the window came along");
     match b.next_event() {
         LogEvent::Rebuild { state, leader_term } => {
             assert_eq!(leader_term, None);
@@ -455,6 +459,24 @@ async fn a_snapshot_moves_the_whole_state_to_another_node() {
             handed_over: 6
         })
     );
+
+    // The key published before the snapshot is still a duplicate on B.
+    b.apply(vec![normal(
+        (2, 1, 6),
+        ME,
+        0,
+        vec![(10, publish_keyed(1, &["again"], "k"))],
+    )])
+    .await;
+    assert_eq!(
+        b.next_applied().outcome,
+        Ok(Outcome::Duplicate {
+            topic: 1,
+            first_offset: 2,
+            count: 3
+        })
+    );
+    assert_eq!(b.messages(1).len(), 6);
 }
 
 #[tokio::test]

@@ -1,9 +1,11 @@
 //! One apply path: a random workload's commands, applied in random batches,
 //! replayed one by one into a fresh store, give identical bytes on disk and an
 //! identical state machine; and reopening the store recovers that same state.
+//! Publishes carry idempotency keys at times, so the de-duplication window
+//! (duplicates, expiry, the count limit, topic deletion) is replayed too.
 
 use bytes::Bytes;
-use ledgerq_storage::{ChannelId, Command, StateMachine, Store, StoreOptions, TopicId};
+use ledgerq_storage::{ChannelId, Command, Dedup, StateMachine, Store, StoreOptions, TopicId};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -16,7 +18,8 @@ enum Op {
     DeleteChannel(u8),
     PauseChannel(u8, bool),
     EmptyChannel(u8),
-    Publish(u8, u8, bool),
+    /// topic, bodies, deferred, time (ms), idempotency key (if any).
+    Publish(u8, u8, bool, u8, Option<u8>),
     Deliver(u8, u8),
     Redeliver(u8, u8),
     Finish(u8, u8),
@@ -33,7 +36,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u8>().prop_map(Op::DeleteChannel),
         1 => (any::<u8>(), any::<bool>()).prop_map(|(c, p)| Op::PauseChannel(c, p)),
         1 => any::<u8>().prop_map(Op::EmptyChannel),
-        6 => (any::<u8>(), 1u8..6, any::<bool>()).prop_map(|(t, n, d)| Op::Publish(t, n, d)),
+        6 => (any::<u8>(), 1u8..6, any::<bool>(), any::<u8>(), prop::option::of(0u8..6))
+            .prop_map(|(t, n, d, ms, key)| Op::Publish(t, n, d, ms, key)),
         5 => (any::<u8>(), any::<u8>()).prop_map(|(c, k)| Op::Deliver(c, k)),
         2 => (any::<u8>(), any::<u8>()).prop_map(|(c, k)| Op::Redeliver(c, k)),
         8 => (any::<u8>(), any::<u8>()).prop_map(|(c, k)| Op::Finish(c, k)),
@@ -84,13 +88,20 @@ fn command(state: &StateMachine, op: &Op) -> Option<Command> {
         Op::EmptyChannel(c) => Command::EmptyChannel {
             channel: pick(&channels, c)?,
         },
-        Op::Publish(t, n, deferred) => Command::Publish {
+        Op::Publish(t, n, deferred, ms, key) => Command::Publish {
             topic: pick(&topics, t)?,
-            timestamp_ns: 1_000 + i64::from(n),
+            // Times go back and forth, so keys expire (a 60 ms window) and
+            // stay, in either order; at most 4 keys, so the limit evicts too.
+            timestamp_ns: 1_000_000 * i64::from(ms) + i64::from(n),
             deliver_at_ms: if deferred { 5_000 } else { 0 },
             bodies: (0..n)
                 .map(|i| Bytes::from(vec![i; usize::from(n)]))
                 .collect(),
+            dedup: key.map(|k| Dedup {
+                key: Bytes::from(format!("key-{k}")),
+                window_ms: 60,
+                max_keys: 4,
+            }),
         },
         Op::Deliver(c, k) => {
             let channel = pick(&channels, c)?;

@@ -62,6 +62,7 @@ impl Fixture {
             timestamp_ns: 1,
             deliver_at_ms: 0,
             bodies,
+            dedup: None,
         };
         match self.apply(command) {
             Outcome::Published { first_offset, .. } => first_offset,

@@ -11,7 +11,7 @@ use openraft::{EntryPayload, LeaderId};
 use super::{
     Entry, LogId, Member, Membership, Origin, Proposal, SnapshotMeta, StoredMembership, Vote,
 };
-use crate::encoding::{from_pb, to_pb, DecodeError, COMMAND_FORMAT_VERSION};
+use crate::encoding::{format_version_for, from_pb, is_readable_version, to_pb, DecodeError};
 use crate::pb::raft as pb;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -115,7 +115,7 @@ pub fn stored_membership_from_pb(stored: pb::StoredMembership) -> StoredMembersh
 
 pub fn proposal_to_pb(proposal: &Proposal) -> pb::Proposal {
     pb::Proposal {
-        format_version: COMMAND_FORMAT_VERSION,
+        format_version: format_version_for(proposal.commands.iter().map(|(_, c)| c)),
         origin_node: proposal.origin.node,
         origin_boot: proposal.origin.boot,
         dispatch_term: proposal.dispatch_term,
@@ -131,7 +131,7 @@ pub fn proposal_to_pb(proposal: &Proposal) -> pb::Proposal {
 }
 
 pub fn proposal_from_pb(proposal: pb::Proposal) -> Result<Proposal, ConvertError> {
-    if proposal.format_version != COMMAND_FORMAT_VERSION {
+    if !is_readable_version(proposal.format_version) {
         return Err(DecodeError::UnsupportedVersion {
             found: proposal.format_version,
         }
@@ -231,6 +231,21 @@ mod tests {
                         timestamp_ns: -5,
                         deliver_at_ms: 0,
                         bodies: vec![Bytes::from_static(b"hello")],
+                        dedup: None,
+                    },
+                ),
+                (
+                    11,
+                    Command::Publish {
+                        topic: 1,
+                        timestamp_ns: 7,
+                        deliver_at_ms: 0,
+                        bodies: vec![Bytes::from_static(b"once")],
+                        dedup: Some(crate::command::Dedup {
+                            key: Bytes::from_static(b"k-1"),
+                            window_ms: 120_000,
+                            max_keys: 10,
+                        }),
                     },
                 ),
             ],
@@ -278,7 +293,7 @@ mod tests {
     #[test]
     fn a_proposal_of_another_format_version_is_refused() {
         let proposal = pb::Proposal {
-            format_version: COMMAND_FORMAT_VERSION + 1,
+            format_version: crate::encoding::COMMAND_FORMAT_VERSION + 1,
             ..pb::Proposal::default()
         };
         assert!(matches!(

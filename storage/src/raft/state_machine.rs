@@ -79,6 +79,7 @@ impl ReplicatedState {
         stats
             .applied_index
             .store(state.applied_index(), Ordering::Relaxed);
+        stats.record_dedup(state.dedup());
         Ok(ReplicatedState {
             store,
             state,
@@ -186,6 +187,7 @@ impl ReplicatedState {
             .bytes_total
             .fetch_add(size_bytes as u64, Ordering::Relaxed);
         stats.applied_index.store(applied_index, Ordering::Relaxed);
+        stats.record_dedup(self.state.dedup());
         if let Some(observer) = &self.observer {
             observer.batch_committed(&BatchReport {
                 commands,
@@ -241,6 +243,7 @@ impl ReplicatedState {
         self.stats
             .applied_index
             .store(self.state.applied_index(), Ordering::Relaxed);
+        self.stats.record_dedup(self.state.dedup());
         tracing::info!(snapshot = %meta.snapshot_id, applied = ?self.applied, "installed a snapshot");
         let _ = self.events.send(LogEvent::Rebuild {
             state: Box::new(self.state.clone()),

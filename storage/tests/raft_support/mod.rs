@@ -223,6 +223,32 @@ pub fn publish(topic: u64, bodies: &[&str]) -> Command {
         timestamp_ns: 1_700_000_000_000_000_000,
         deliver_at_ms: 0,
         bodies: bodies.iter().map(|b| Bytes::from(b.to_string())).collect(),
+        dedup: None,
+    }
+}
+
+/// A publish with an idempotency key (a 2-minute window).
+pub fn publish_keyed(topic: u64, bodies: &[&str], key: &'static str) -> Command {
+    let Command::Publish {
+        topic,
+        timestamp_ns,
+        deliver_at_ms,
+        bodies,
+        ..
+    } = publish(topic, bodies)
+    else {
+        unreachable!()
+    };
+    Command::Publish {
+        topic,
+        timestamp_ns,
+        deliver_at_ms,
+        bodies,
+        dedup: Some(ledgerq_storage::Dedup {
+            key: Bytes::from_static(key.as_bytes()),
+            window_ms: 120_000,
+            max_keys: 100,
+        }),
     }
 }
 

@@ -83,6 +83,10 @@ fn ephemeral_topics_and_channels_do_not_survive_a_restart() {
     let _ephemeral = consumer(&server, "ledger", "tail#ephemeral", 10);
     producer.publish("ledger", b"durable");
     assert_eq!(next_body(&mut durable), b"durable");
+    // The FIN is lazy: once the server has handled it (the barrier), the
+    // next publish's fsync carries it, so the SIGKILL below cannot undo it
+    // (an unsynced FIN would legitimately redeliver "durable").
+    assert!(durable.read_barrier().is_empty());
     producer.publish("ledger", b"unread-durable");
 
     server.kill();

@@ -8,8 +8,6 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::auth_server::AuthServer;
@@ -183,22 +181,6 @@ fn without_an_auth_server_auth_is_disabled_and_nothing_is_checked() {
     client.publish("orders", b"open");
     client.command_with_body("AUTH", b"secret");
     client.expect_error("E_AUTH_DISABLED AUTH disabled");
-}
-
-fn clients_dir() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients"))
-}
-
-/// Runs a client script; its JSON report.
-fn run_client(program: &str, args: &[String]) -> Value {
-    let output = Command::new(program).args(args).output().expect(program);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.trim()).expect("client report")
 }
 
 #[test]

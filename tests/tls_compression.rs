@@ -12,8 +12,7 @@ mod common;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -581,25 +580,6 @@ fn a_huge_length_inside_a_compressed_stream_is_refused_without_buffering_it() {
 }
 
 // ----- third-party clients -----------------------------------------------------------------
-
-fn clients_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
-}
-
-/// Runs a client script; its JSON report.
-fn run_client(program: &str, args: &[String]) -> Value {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.trim()).expect("client report")
-}
 
 fn expected_bodies(prefix: &str, count: usize) -> Vec<String> {
     let mut bodies: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
